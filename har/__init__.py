@@ -1,0 +1,1 @@
+"""Shared core of the HAR service: configuration, database schema and file storage."""

@@ -1,0 +1,82 @@
+"""Configuration from environment variables, with embedded defaults that run on one machine.
+
+Every setting is read from ``HAR_<NAME>`` (e.g. ``HAR_DATABASE_URL``); the web app and the workers
+build their settings from the same function so they always agree.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = ROOT / "var"
+
+
+def _env(name: str, default):
+    raw = os.environ.get(f"HAR_{name}")
+    if raw is None or raw == "":
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = str(DEFAULT_DATA_DIR)
+    database_url: str = ""  # default: sqlite file in data_dir
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    storage_dir: str = ""  # default: data_dir/storage
+    secret_key: str = ""  # default: generated once and kept in data_dir
+    max_upload_mb: int = 500
+    max_video_seconds: float = 600.0
+    allowed_extensions: str = "mp4,mov,avi,mkv,webm"
+    # models
+    pose_backend: str = "onnx"
+    pose_imgsz: int = 640
+    pose_threads: int = 0  # 0 = onnxruntime default
+    pose_batch: int = 8
+    sample_fps: float = 0.0  # 0 = the action model's training rate
+    window_stride: int = 8
+    annotate_video: bool = True
+    # queues
+    pose_queue: str = "pose"
+    classify_queue: str = "classify"
+    report_queue: str = "classify"
+    task_always_eager: bool = False
+    jobs_per_page: int = 20
+
+    @property
+    def allowed_extension_set(self) -> frozenset[str]:
+        return frozenset(e.strip().lower().lstrip(".") for e in self.allowed_extensions.split(",") if e.strip())
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{Path(self.data_dir) / 'har.sqlite3'}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return Path(self.storage_dir or Path(self.data_dir) / "storage")
+
+    @property
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        path = Path(self.data_dir) / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(os.urandom(32).hex())
+        return path.read_text().strip()
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment; keyword arguments win over the environment."""
+    values = {}
+    for f in fields(Settings):
+        values[f.name] = overrides[f.name] if f.name in overrides else _env(f.name.upper(), f.default)
+    return Settings(**values)

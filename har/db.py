@@ -1,0 +1,244 @@
+"""Database schema (SQLAlchemy 2) shared by the web app and the workers.
+
+The schema is created and upgraded by the Alembic migrations in ``migrations/``; never by
+``create_all``. Timestamps are UTC.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+# Job states, in the order a job moves through them.
+QUEUED = "queued"
+EXTRACTING = "extracting"
+CLASSIFYING = "classifying"
+REPORTING = "reporting"
+DONE = "done"
+FAILED = "failed"
+STATES = (QUEUED, EXTRACTING, CLASSIFYING, REPORTING, DONE, FAILED)
+TERMINAL_STATES = (DONE, FAILED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Video(Base):
+    __tablename__ = "videos"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the storage directory
+    original_filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    container: Mapped[str] = mapped_column(String(16))  # file extension: mp4, mov, ...
+    codec: Mapped[str | None] = mapped_column(String(16))
+    duration_s: Mapped[float] = mapped_column(Float)
+    fps: Mapped[float] = mapped_column(Float)
+    frame_count: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    rotation_deg: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    stage: Mapped[str | None] = mapped_column(String(64))  # human-readable detail of the current stage
+    error: Mapped[str | None] = mapped_column(Text)  # reason shown to the user when failed
+    frames_done: Mapped[int] = mapped_column(Integer, default=0)
+    frames_total: Mapped[int] = mapped_column(Integer, default=0)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # imgsz, sample_fps, stride, ...
+    pose_model: Mapped[str | None] = mapped_column(String(128))  # "name version"
+    action_model: Mapped[str | None] = mapped_column(String(128))
+    overall_label: Mapped[str | None] = mapped_column(String(32))  # summary for the jobs list
+    overall_confidence: Mapped[float | None] = mapped_column(Float)
+    persons: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the result document (docs/contracts.md)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # seconds per stage
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    video: Mapped[Video] = relationship(lazy="joined")
+    events: Mapped[list["JobEvent"]] = relationship(
+        back_populates="job", order_by="JobEvent.id", cascade="all, delete-orphan"
+    )
+    tracks: Mapped[list["Track"]] = relationship(
+        back_populates="job", order_by="Track.track_id", cascade="all, delete-orphan"
+    )
+    predictions: Mapped[list["Prediction"]] = relationship(
+        back_populates="job", order_by="Prediction.track_id", cascade="all, delete-orphan"
+    )
+    segments: Mapped[list["Segment"]] = relationship(
+        back_populates="job", order_by=lambda: [Segment.track_id, Segment.start_s], cascade="all, delete-orphan"
+    )
+    reports: Mapped[list["Report"]] = relationship(back_populates="job", cascade="all, delete-orphan")
+
+    @property
+    def progress(self) -> float:
+        """Overall progress in [0, 1] across stages."""
+        if self.status == DONE:
+            return 1.0
+        pose = self.frames_done / self.frames_total if self.frames_total else 0.0
+        if self.status in (QUEUED,):
+            return 0.0
+        if self.status == EXTRACTING:
+            return 0.85 * min(1.0, pose)
+        if self.status == CLASSIFYING:
+            return 0.9
+        if self.status == REPORTING:
+            return 0.95
+        return 0.85 * min(1.0, pose)
+
+
+class JobEvent(Base):
+    """One state change of a job: its state history."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="events")
+
+
+class PoseData(Base):
+    """The pose stage's full output for a job: ``models.tracks.PoseExtraction.to_bytes()``."""
+
+    __tablename__ = "pose_data"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    sampled_fps: Mapped[float] = mapped_column(Float)
+    frames_sampled: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Track(Base):
+    """Summary of one person's keypoint track (arrays live in PoseData)."""
+
+    __tablename__ = "tracks"
+    __table_args__ = (UniqueConstraint("job_id", "track_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    track_id: Mapped[int] = mapped_column(Integer)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    frames: Mapped[int] = mapped_column(Integer)
+    mean_score: Mapped[float] = mapped_column(Float)
+
+    job: Mapped[Job] = relationship(back_populates="tracks")
+
+
+class Prediction(Base):
+    """Overall action of one person."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("job_id", "track_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    track_id: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(32))  # a class name or "uncertain"
+    confidence: Mapped[float] = mapped_column(Float)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    frames: Mapped[int] = mapped_column(Integer)
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+
+    job: Mapped[Job] = relationship(back_populates="predictions")
+
+
+class Segment(Base):
+    """One stretch of a person's timeline with a single action."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    track_id: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(32))
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+
+    job: Mapped[Job] = relationship(back_populates="segments")
+
+
+class Report(Base):
+    """A generated file for a job: json, csv, html report or the annotated video."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("job_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # json | csv | html | video
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the storage directory
+    media_type: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="reports")
+
+
+Index("ix_jobs_created_at_id", Job.created_at.desc(), Job.id)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # WAL: web reads while workers write
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(bind=engine, expire_on_commit=False)
