@@ -87,7 +87,12 @@ class Job(Base):
     persons: Mapped[int | None] = mapped_column(Integer)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the result document (docs/contracts.md)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # seconds per stage
+    # Worker bookkeeping: how many times the current stage's task has started (reset when the job
+    # moves to the next stage), the Celery task id running it, and the last sign of life from it.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(128))  # "host:pid" of the process running the stage
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

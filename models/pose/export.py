@@ -106,18 +106,25 @@ def reference_predictions(pt: Path, onnx_path: Path) -> dict:
 
     out: dict = {"imgsz": REFERENCE_IMGSZ, "conf": 0.25, "iou": 0.7, "coordinates": "original image pixels",
                  "keypoint_layout": "coco17", "images": {}}
-    runs = {"pt": YOLO(str(pt), task="pose"), "onnx": YOLO(str(onnx_path), task="pose")}
+    # "pt": the original checkpoint in torch (model parity); "onnx": the exported file run by Ultralytics
+    # (decoder parity: our onnxruntime post-processing must reproduce it almost exactly)
+    # "pt_rect": Ultralytics' default for a .pt (rect=True: pad only to a multiple of 32), for our rect mode
+    pt_model, onnx_model = YOLO(str(pt), task="pose"), YOLO(str(onnx_path), task="pose")
+    runs = {"pt": (pt_model, False), "onnx": (onnx_model, False), "pt_rect": (pt_model, True)}
     for name in REFERENCE_IMAGES:
         img = cv2.imread(str(ASSETS / name))
         entry: dict = {"height": int(img.shape[0]), "width": int(img.shape[1])}
-        for key, model in runs.items():
-            r = model.predict(img, imgsz=REFERENCE_IMGSZ, conf=0.25, iou=0.7, device="cpu", verbose=False)[0]
+        for key, (model, rect) in runs.items():
+            # rect=False: square letterbox (auto=False), the preprocessing our onnxruntime backend uses
+            r = model.predict(img, imgsz=REFERENCE_IMGSZ, conf=0.25, iou=0.7, rect=rect, device="cpu",
+                              verbose=False)[0]
             entry[key] = {
                 "boxes_xyxy": [[round(float(v), 3) for v in b] for b in r.boxes.xyxy.cpu().numpy()],
                 "scores": [round(float(v), 5) for v in r.boxes.conf.cpu().numpy()],
                 "keypoints": [[[round(float(v), 3) for v in kp] for kp in person]
                               for person in r.keypoints.data.cpu().numpy()],
-                "letterbox": "auto (minimum rectangle, stride 32)" if key == "pt" else "square, no auto",
+                "letterbox": (f"rect: longest side {REFERENCE_IMGSZ}, padded to a multiple of 32, centred, pad 114"
+                              if rect else f"square {REFERENCE_IMGSZ}, centred, pad 114 (rect=False)"),
             }
         out["images"][name] = entry
     return out
@@ -191,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     info = describe_onnx(onnx_path)
     pkg_version = metadata.version(SOURCE_PACKAGE)
     pt_sha, onnx_sha = sha256_file(pt), sha256_file(onnx_path)
+    card_json = out_dir / f"{MODEL_NAME}.card.json"
+    exported_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if args.skip_export and card_json.is_file():  # same file: keep the date it was exported
+        old = json.loads(card_json.read_text())
+        if old.get("sha256") == onnx_sha:
+            exported_at = old.get("export", {}).get("date_utc", exported_at)
     inp, outp = info["inputs"][0], info["outputs"][0]
     card = {
         "name": MODEL_NAME,
@@ -215,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "dynamic": True,
             "simplify": True,
             "nms_in_graph": False,
-            "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date_utc": exported_at,
         },
         "input": {
             "name": inp["name"],
@@ -242,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference_predictions": "reference_predictions.json",
         "regenerate": REGENERATE,
     }
-    write_card(card, out_dir / f"{MODEL_NAME}.card.json", out_dir / f"{MODEL_NAME}.card.md")
+    write_card(card, card_json, out_dir / f"{MODEL_NAME}.card.md")
     ref = reference_predictions(pt, onnx_path)
     ref["model"] = {"name": MODEL_NAME, "sha256_pt": pt_sha, "sha256_onnx": onnx_sha,
                     "ultralytics_version": ultralytics.__version__}

@@ -1,0 +1,35 @@
+# One image for the web app, the workers and the migrations (docker-compose.yml picks the command).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HAR_DATA_DIR=/data \
+    HAR_STORAGE_DIR=/data/storage
+
+# libglib2.0-0: needed by OpenCV's video I/O
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libglib2.0-0 \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+
+COPY alembic.ini ./
+COPY migrations/ migrations/
+COPY har/ har/
+COPY models/ models/
+COPY worker/ worker/
+COPY web/ web/
+
+RUN useradd --create-home --uid 1000 har \
+ && mkdir -p /data/storage \
+ && chown -R har:har /data
+USER har
+VOLUME ["/data"]
+EXPOSE 8000
+
+CMD ["gunicorn", "web:create_app()", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", \
+     "--timeout", "300", "--access-logfile", "-"]

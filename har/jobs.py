@@ -1,0 +1,130 @@
+"""Job lifecycle: creation and state changes, each recorded as a :class:`~har.db.JobEvent`.
+
+States move forward only, one step at a time::
+
+    queued → extracting → classifying → reporting → done
+       └──────────┴─────────────┴────────────┴──────→ failed   (from any non-final state)
+
+``done`` and ``failed`` are final. These functions change the session only; the caller commits
+(use :func:`har.database.session_scope`), and commits *before* enqueuing the next task.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from har.db import (
+    CLASSIFYING,
+    DONE,
+    EXTRACTING,
+    FAILED,
+    QUEUED,
+    REPORTING,
+    STATES,
+    TERMINAL_STATES,
+    Job,
+    JobEvent,
+    Video,
+    utcnow,
+)
+
+# The one forward step allowed from each state (besides failing).
+NEXT_STATE = {QUEUED: EXTRACTING, EXTRACTING: CLASSIFYING, CLASSIFYING: REPORTING, REPORTING: DONE}
+MAX_ERROR_CHARS = 2000
+
+
+class TransitionError(ValueError):
+    """A state change the lifecycle does not allow (going back, skipping, leaving done/failed)."""
+
+
+def can_transition(old: str, new: str) -> bool:
+    if new not in STATES or old not in STATES:
+        return False
+    if old in TERMINAL_STATES:
+        return False
+    if old == new:
+        return True  # refreshing the current state (progress, retry) is not a change
+    return new == FAILED or NEXT_STATE.get(old) == new
+
+
+def as_utc(dt: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every timestamp here is UTC."""
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def create_job(session: Session, video_fields: dict[str, Any], params: dict[str, Any] | None = None,
+               job_id: str | None = None) -> Job:
+    """A new ``queued`` job for a new video row (``video_fields``: path, original_filename, sha256,
+    size_bytes, container, codec, duration_s, fps, frame_count, width, height, rotation_deg)."""
+    video = Video(**video_fields)
+    now = utcnow()
+    job = Job(video=video, status=QUEUED, stage="waiting for a worker", params=dict(params or {}),
+              timings={}, frames_done=0, frames_total=int(video_fields.get("frame_count") or 0),
+              attempts=0, created_at=now, updated_at=now)
+    if job_id:
+        job.id = job_id
+    session.add(job)
+    session.flush()
+    session.add(JobEvent(job_id=job.id, status=QUEUED, message="uploaded and queued", at=now))
+    session.flush()
+    return job
+
+
+def set_status(session: Session, job: Job, status: str, message: str | None = None, **fields: Any) -> bool:
+    """Move ``job`` to ``status`` and record a :class:`JobEvent`; set any other Job ``fields`` too.
+
+    Returns True when the state changed, False when ``status`` is already the current state (then only
+    ``fields`` and ``message`` (as ``stage``) are updated and no event is written).
+    Raises :class:`TransitionError` for a transition the lifecycle forbids.
+    """
+    old = job.status
+    if not can_transition(old, status):
+        raise TransitionError(f"job {job.id}: cannot go from {old!r} to {status!r}")
+    for name, value in fields.items():
+        if not hasattr(Job, name) or name in {"id", "status", "events", "video"}:
+            raise AttributeError(f"Job has no settable field {name!r}")
+        setattr(job, name, value)
+    now = utcnow()
+    job.updated_at = now
+    if message is not None and status != FAILED:
+        job.stage = message[:64]
+    if old == status:
+        session.flush()
+        return False
+    job.status = status
+    if status == EXTRACTING and job.started_at is None:
+        job.started_at = now
+    if status in TERMINAL_STATES:
+        job.finished_at = now
+        job.task_id = None
+    if status == FAILED:
+        reason = (message or job.error or "failed").strip()[:MAX_ERROR_CHARS]
+        job.error = reason
+        job.stage = f"failed while {old}" if old != QUEUED else "failed before processing"
+        message = reason
+    elif status == DONE:
+        job.stage = message[:64] if message else "done"
+    session.add(JobEvent(job_id=job.id, status=status, message=message, at=now))
+    session.flush()
+    return True
+
+
+def fail_job(session: Session, job: Job, reason: str) -> bool:
+    """Mark ``job`` failed with a reason shown to the user. A no-op (False) if it is already final."""
+    if job.status in TERMINAL_STATES:
+        return False
+    return set_status(session, job, FAILED, reason)
+
+
+def is_final(job: Job) -> bool:
+    return job.status in TERMINAL_STATES
+
+
+def stage_index(status: str) -> int:
+    """Position in the lifecycle (failed counts as final)."""
+    order = (QUEUED, EXTRACTING, CLASSIFYING, REPORTING, DONE)
+    return len(order) if status == FAILED else order.index(status)

@@ -1,0 +1,177 @@
+"""``python -m models``: run (video -> pose -> action timeline JSON), train, evaluate.
+
+``run`` and ``evaluate`` need only numpy, OpenCV and onnxruntime; ``train`` needs the training
+extra (torch, onnx, tqdm).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_ACTION_OUT = "models/artifacts/action"
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+    state = {"last": -1}
+
+    def progress(done: int, total: int) -> None:
+        pct = int(100 * done / max(total, 1))
+        if pct != state["last"]:
+            state["last"] = pct
+            print(f"\rpose: {done}/{total} frames ({pct} %)", end="", file=sys.stderr, flush=True)
+            if done >= total:
+                print(file=sys.stderr)
+    return progress
+
+
+def cmd_run(args) -> int:
+    from .action.classifier import ActionClassifier
+    from .action.timeline import classify_extraction
+    from .pose import load_pose_estimator
+    from .pose.extract import extract_tracks
+    from .video import VideoError
+
+    classifier = ActionClassifier(args.action_model, threads=args.threads)
+    kw = {"imgsz": args.imgsz}
+    if args.threads:
+        kw["threads"] = args.threads
+    if args.pose_model:
+        kw["model_path"] = args.pose_model
+    estimator = load_pose_estimator("onnx", **kw)
+    fps = args.fps if args.fps else classifier.fps
+    try:
+        extraction = extract_tracks(args.video, estimator, target_fps=fps, batch_size=args.batch_size,
+                                    progress=_progress_printer(args.quiet))
+    except VideoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = classify_extraction(extraction, classifier, stride=args.stride,
+                                 uncertain_threshold=args.uncertain_threshold, min_track_s=args.min_track_s)
+    text = json.dumps(result, indent=2 if args.indent else None)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        if not args.quiet:
+            summary = ", ".join(f"#{p['track_id']} {p['label']} ({round(100 * p['confidence'])} %)"
+                                for p in result["persons"]) or "no person"
+            print(f"{result['status']}: {summary} -> {args.out}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def cmd_train(args) -> int:
+    try:
+        from .action.train import train
+    except ImportError as exc:  # pragma: no cover - depends on the training extra
+        print(f"error: training needs the training extra (pip install -r requirements-train.txt): {exc}",
+              file=sys.stderr)
+        return 2
+    if not args.data and not args.synthetic:
+        print("error: give --data DIR (RNN-HAR-2D-Pose format) or --synthetic", file=sys.stderr)
+        return 2
+    report = train(args.out, data_dir=args.data, synthetic=args.synthetic, seed=args.seed, n_train=args.n_train,
+                   n_val=args.n_val, n_test=args.n_test, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+                   sparsity=args.sparsity, lr=args.lr, normalization=args.normalization,
+                   progress=not args.quiet, threads=args.threads, max_steps=args.max_steps)
+    t = report["metrics"]["test"]
+    print(json.dumps({
+        "normalization": report["normalization"],
+        "test_accuracy": {v: round(m["accuracy"], 4) for v, m in t.items()},
+        "sizes_bytes": report["sizes_bytes"],
+        "uncertain_threshold": report["calibration"]["threshold"],
+        "seconds": round(report["timing_s"]["total"], 1),
+        "out": str(args.out),
+    }, indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from .action.classifier import ActionClassifier
+    from .action.dataset import load_split
+    from .action.evaluate import metrics
+    from .layouts import remap
+
+    clf = ActionClassifier(args.model, threads=args.threads)
+    if args.data:
+        ws = load_split(args.data, args.split)
+        x, y, source = ws.x, ws.y, f"{args.data} ({args.split})"
+    else:
+        from .action import synth
+        seed = clf.card.get("training_data", {}).get("seed", 0) if args.seed is None else args.seed
+        x, y = synth.generate_windows(args.n, "test", seed + 3)
+        source = f"synthetic held-out split (generator v{synth.GENERATOR_VERSION}, seed {seed + 3}, {args.n}/class)"
+    probs = clf.predict(remap(x, "openpose18", clf.layout), frame_size=(640.0, 480.0))
+    m = metrics(y, probs, clf.classes)
+    conf = probs.max(1)
+    acc = conf >= clf.uncertain_threshold
+    out = {"model": str(clf.model_path), "sha256": clf.sha256, "data": source, "n": m["n"],
+           "accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4),
+           "per_class_f1": {c: round(v["f1"], 4) for c, v in m["per_class"].items()},
+           "confusion": m["confusion"],
+           "uncertain_threshold": clf.uncertain_threshold, "coverage": round(float(acc.mean()), 4),
+           "accuracy_accepted": round(float((probs.argmax(1) == y)[acc].mean()), 4) if acc.any() else None}
+    print(json.dumps(out, indent=2))
+    del np
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="video -> pose -> action timeline JSON")
+    r.add_argument("video")
+    r.add_argument("--imgsz", type=int, default=640, help="pose model input size")
+    r.add_argument("--fps", type=float, default=None, help="sampling rate (default: the action model's)")
+    r.add_argument("--stride", type=int, default=8, help="window stride in frames")
+    r.add_argument("--out", default=None, help="write the JSON here (default: stdout)")
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--uncertain-threshold", type=float, default=None, help="default: the model card's")
+    r.add_argument("--min-track-s", type=float, default=None)
+    r.add_argument("--action-model", default=None, help="default: the shipped int8 model")
+    r.add_argument("--pose-model", default=None)
+    r.add_argument("--indent", action="store_true")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("train", help="train + prune + export + quantize + evaluate the action model (torch)")
+    src = t.add_mutually_exclusive_group()
+    src.add_argument("--data", default=None, help="RNN-HAR-2D-Pose-database directory (X_train.txt, ...)")
+    src.add_argument("--synthetic", action="store_true", help="use the procedural generator")
+    t.add_argument("--out", default=DEFAULT_ACTION_OUT)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n-train", type=int, default=1500, help="synthetic training windows per class")
+    t.add_argument("--n-val", type=int, default=150)
+    t.add_argument("--n-test", type=int, default=300)
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--finetune-epochs", type=int, default=5)
+    t.add_argument("--sparsity", type=float, default=0.5)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--normalization", choices=("auto", "person", "frame"), default="auto")
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--max-steps", type=int, default=None, help="cap optimizer steps per phase (smoke runs)")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate an action model (onnxruntime)")
+    e.add_argument("--model", default=None, help="default: the shipped int8 model")
+    e.add_argument("--data", default=None, help="RNN-HAR-2D-Pose directory (default: synthetic held-out split)")
+    e.add_argument("--split", default="test")
+    e.add_argument("--n", type=int, default=300, help="synthetic windows per class")
+    e.add_argument("--seed", type=int, default=None, help="default: the card's training seed")
+    e.add_argument("--threads", type=int, default=1)
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

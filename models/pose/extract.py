@@ -1,0 +1,76 @@
+"""Pose stage: video → sampled frames → pose per frame (batched) → tracked persons (:class:`PoseExtraction`)."""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from ..tracks import PoseExtraction
+from ..video import effective_fps, expected_sample_count, probe_video, sample_frames
+from .tracker import PoseTracker
+
+Progress = Callable[[int, int], None]
+
+
+def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float | None = 22.0, batch_size: int = 8,
+                   progress: Progress | None = None, tracker: PoseTracker | None = None) -> PoseExtraction:
+    """Run ``estimator`` on ``video_path`` resampled to ``target_fps`` and track the persons.
+
+    ``progress(done_frames, total_frames)`` is called after every batch; ``total_frames`` is the expected
+    number of sampled frames (from the container's frame count; raised to ``done_frames`` if the file holds
+    more). Raises :class:`models.video.VideoError` for files that are not usable videos.
+    """
+    info = probe_video(video_path)
+    total = expected_sample_count(info, target_fps)
+    tracker = tracker or PoseTracker()
+    times: list[float] = []
+    batch_imgs: list[np.ndarray] = []
+    batch_meta: list[tuple[int, float]] = []
+    batch_size = max(1, int(batch_size))
+
+    def flush() -> None:
+        if not batch_imgs:
+            return
+        for (idx, t), dets in zip(batch_meta, estimator.predict(batch_imgs)):
+            tracker.update(idx, t, dets)
+        batch_imgs.clear()
+        batch_meta.clear()
+        if progress is not None:
+            progress(len(times), max(total, len(times)))
+
+    for idx, t, frame in sample_frames(video_path, target_fps):
+        times.append(t)
+        batch_imgs.append(frame)
+        batch_meta.append((idx, t))
+        if len(batch_imgs) >= batch_size:
+            flush()
+    flush()
+
+    sampled_fps = effective_fps(info, target_fps)
+    model = getattr(estimator, "info", None) or {
+        "name": getattr(estimator, "name", type(estimator).__name__),
+        "version": getattr(estimator, "version", "unknown"),
+        "sha256": getattr(estimator, "sha256", ""),
+    }
+    meta = {
+        "pose_model": dict(model),
+        "pose_backend": getattr(estimator, "backend", type(estimator).__name__),
+        "imgsz": getattr(estimator, "imgsz", None),
+        "source_fps": info.fps,
+        "source_frame_count": info.frame_count,
+        "duration_s": info.duration_s,
+        "rotation_deg": info.rotation_deg,
+        "codec": info.codec,
+        "target_fps": target_fps,
+        "tracker": {"max_age": tracker.max_age, "min_hits": tracker.min_hits},
+    }
+    return PoseExtraction(
+        width=info.width,
+        height=info.height,
+        sampled_fps=sampled_fps,
+        frame_times=np.asarray(times, np.float64),
+        tracks=tracker.finish(),
+        layout="coco17",
+        meta=meta,
+    )

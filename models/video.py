@@ -1,0 +1,195 @@
+"""Reading uploaded videos: probing and resampling to a target frame rate (OpenCV/FFmpeg).
+
+* :func:`probe_video` checks that a file is a video with at least one decodable frame and returns
+  its facts (:class:`VideoInfo`); anything else raises :class:`VideoError` with a message that can
+  be shown to the user as is.
+* :func:`sample_frames` yields frames chosen by their presentation timestamps, so variable frame
+  rate phone videos are resampled correctly; it never repeats a frame (no upsampling). Rotation
+  metadata is applied (frames come out as displayed).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+# Cap on how many frames probe_video decodes to find the length when the container does not say.
+_COUNT_LIMIT = 100_000
+
+
+class VideoError(Exception):
+    """The file cannot be used as a video. ``str(err)`` is a user-facing explanation."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int  # as displayed (after rotation)
+    height: int
+    fps: float  # average source frame rate
+    frame_count: int
+    duration_s: float
+    rotation_deg: int  # rotation metadata applied when decoding (0, 90, 180, 270)
+    codec: str  # FourCC, e.g. "h264", "mp4v", "MJPG"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fourcc(value: float) -> str:
+    code = int(value)
+    if code <= 0:
+        return ""
+    s = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
+    return s.strip("\x00 ").strip() if s.isprintable() else ""
+
+
+def _open(path: str | os.PathLike) -> cv2.VideoCapture:
+    p = Path(path)
+    if not p.is_file():
+        raise VideoError(f"The file {p.name!r} does not exist.")
+    if p.stat().st_size == 0:
+        raise VideoError("The file is empty.")
+    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError("This file is not a video we can read (unknown format, or the file is damaged "
+                         "or incomplete).")
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+    return cap
+
+
+def _rotation(cap: cv2.VideoCapture) -> int:
+    rot = cap.get(cv2.CAP_PROP_ORIENTATION_META)
+    if not math.isfinite(rot):
+        return 0
+    return int(round(rot)) % 360
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Facts about a video; raises :class:`VideoError` if it is not usable."""
+    cap = _open(path)
+    try:
+        ok, frame = cap.read()
+        if not ok or frame is None or frame.size == 0:
+            raise VideoError("The video has no frames that can be decoded (the file may be incomplete or "
+                             "damaged).")
+        height, width = frame.shape[:2]  # displayed size: orientation is applied to decoded frames
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        fps = float(fps) if fps and math.isfinite(fps) and fps > 0 else 0.0
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        count = int(count) if count and math.isfinite(count) and count > 0 else 0
+        rotation = _rotation(cap)
+        codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC))
+        if count <= 0 or fps <= 0:
+            # The container does not say: decode to count frames and read the last timestamp.
+            n, last_ms = 1, 0.0
+            while n < _COUNT_LIMIT and cap.grab():
+                n += 1
+                last_ms = max(last_ms, cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
+            count = count or n
+            if fps <= 0 and last_ms > 0 and n > 1:
+                fps = (n - 1) / (last_ms / 1000.0)
+        if count < 2:
+            raise VideoError("The file holds a single still image, not a video.")
+        duration = count / fps if fps > 0 else 0.0
+        if not duration > 0:
+            raise VideoError("The video has zero duration.")
+        return VideoInfo(int(width), int(height), fps, int(count), float(duration), rotation, codec)
+    finally:
+        cap.release()
+
+
+def _tolerance(frame_dt: float, step: float) -> float:
+    """A frame this close before a grid point counts for it (half a source frame interval)."""
+    return min(0.5 * frame_dt, 0.5 * step) * (1 - 1e-6)
+
+
+def expected_sample_count(info: VideoInfo, target_fps: float | None) -> int:
+    """How many frames :func:`sample_frames` should yield for a constant-rate video with these facts."""
+    if not target_fps or target_fps >= info.fps:
+        return info.frame_count
+    step = 1.0 / target_fps
+    last_t = (info.frame_count - 1) / info.fps
+    return int(math.floor((last_t + _tolerance(1.0 / info.fps, step)) / step + 1e-9)) + 1
+
+
+def effective_fps(info: VideoInfo, target_fps: float | None) -> float:
+    """The sampling rate actually delivered: the target, never above the source rate."""
+    return float(info.fps if not target_fps else min(float(target_fps), info.fps))
+
+
+class FrameSelector:
+    """Decides, from frame timestamps alone, which frames to keep when resampling to ``target_fps``.
+
+    For each point of the grid ``k / target_fps`` the first frame whose timestamp is at or after it
+    (within half a source frame interval, so on constant-rate video the nearest frame wins) is kept;
+    grid points that fall in gaps of a variable-rate video are skipped, never filled with repeated
+    frames, so the output rate never exceeds the source rate. Missing or non-increasing timestamps
+    are replaced by extrapolation from the nominal frame interval.
+    """
+
+    def __init__(self, target_fps: float | None, source_fps: float | None = None):
+        if target_fps is not None and not target_fps > 0:
+            raise ValueError("target_fps must be positive or None")
+        self.step = 1.0 / target_fps if target_fps else 0.0
+        self.nominal_dt = 1.0 / source_fps if source_fps and math.isfinite(source_fps) and source_fps > 0 else None
+        self._k = 0  # next grid point is k * step (an index, so the grid does not drift)
+        self._t0: float | None = None
+        self._prev: float | None = None
+        self._dt = self.nominal_dt or 0.0
+
+    def timestamp(self, raw_s: float | None) -> float:
+        """Clean a raw timestamp (seconds): relative to the first frame, strictly increasing."""
+        t = raw_s if raw_s is not None and math.isfinite(raw_s) else float("nan")
+        if self._t0 is None:
+            self._t0 = t if math.isfinite(t) else 0.0
+        t = t - self._t0
+        if self._prev is None:
+            t = t if math.isfinite(t) else 0.0
+        elif not math.isfinite(t) or t <= self._prev:
+            t = self._prev + (self.nominal_dt or self._dt or 1 / 30)
+        else:
+            self._dt = t - self._prev
+        self._prev = t
+        return t
+
+    def keep(self, t: float) -> bool:
+        """Whether the frame at (cleaned) time ``t`` is sampled. Call once per frame, in order."""
+        if not self.step:
+            return True
+        # half the local frame interval (last observed; the nominal one until there is one)
+        tol = _tolerance(self._dt or self.nominal_dt or self.step, self.step)
+        if t + tol < self._k * self.step:
+            return False
+        self._k = int(math.floor((t + tol) / self.step + 1e-9)) + 1
+        return True
+
+
+def sample_frames(path: str | os.PathLike, target_fps: float | None = None
+                  ) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield ``(sample_index, t_seconds, bgr_image)`` at about ``target_fps`` (see :class:`FrameSelector`).
+
+    ``target_fps=None`` yields every frame. ``t_seconds`` is the frame's own timestamp, from
+    ``CAP_PROP_POS_MSEC``, relative to the first frame. Frames come out as displayed (rotation applied).
+    Raises :class:`VideoError` if the file cannot be opened as a video.
+    """
+    cap = _open(path)
+    try:
+        selector = FrameSelector(target_fps, cap.get(cv2.CAP_PROP_FPS))
+        out_index = 0
+        while cap.grab():
+            t = selector.timestamp(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+            if not selector.keep(t):
+                continue
+            ok, frame = cap.retrieve()
+            if not ok or frame is None:
+                break
+            yield out_index, float(t), frame
+            out_index += 1
+    finally:
+        cap.release()

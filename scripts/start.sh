@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One command to run the service on this machine (Debian/Ubuntu, as root or a user with sudo):
+#   scripts/start.sh                 → http://127.0.0.1:8000   (HAR_PORT=8080 scripts/start.sh to change)
+# Installs what is missing (redis-server, python3-venv; a virtualenv .venv with requirements.txt),
+# migrates the database, starts Redis (data in var/redis, append-only), one Celery worker per queue
+# and the web app. Ctrl-C stops everything. Settings: HAR_* environment variables (har/config.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+fi
+
+missing=()
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
+    echo "start.sh: please install: ${missing[*]} (needs root or sudo)" >&2
+    exit 1
+  fi
+  echo "start.sh: installing ${missing[*]} ..."
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "start.sh: creating .venv ..."
+  python3 -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "start.sh: installing Python packages (requirements.txt) ..."
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+exec .venv/bin/python scripts/run_local.py "$@"

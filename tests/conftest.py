@@ -1,0 +1,314 @@
+"""Shared fixtures: a real redis-server, real Celery workers (one per queue), a migrated SQLite
+database and a real PostgreSQL cluster, and the web app's test client on top.
+
+Everything is started once per test session in temporary directories and stopped at the end.
+Models run for real; the pose model runs at ``HAR_POSE_IMGSZ=320`` to keep the suite quick.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TEST_IMGSZ = os.environ.get("HAR_TEST_POSE_IMGSZ", "320")
+WORKER_START_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _tail(path: Path, n: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# --------------------------------------------------------------------------------------- redis
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server on a free port; yields its base URL (``redis://127.0.0.1:PORT``)."""
+    exe = shutil.which("redis-server")
+    if not exe:
+        pytest.skip("redis-server is not installed")
+    import redis
+
+    port = free_port()
+    d = tmp_path_factory.mktemp("redis")
+    log = open(d / "redis.log", "w")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d), "--save", "",
+                             "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+    def ping():
+        try:
+            return redis.Redis(port=port, socket_timeout=1).ping()
+        except redis.RedisError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{_tail(d / 'redis.log')}")
+            return False
+
+    wait_for(ping, 20, "redis-server")
+    yield f"redis://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+# ------------------------------------------------------------------------------------ postgres
+def _pg_bindir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    exe = shutil.which("initdb")
+    return Path(exe).parent if exe else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL cluster (trust auth, 127.0.0.1 on a free port, socket in its own dir).
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the ``postgres`` user."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries are not installed")
+    base = Path(tempfile.mkdtemp(prefix="har-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, log = base / "data", base / "server.log"
+    port = free_port()
+
+    def run(*cmd):
+        res = subprocess.run(prefix + [str(c) for c in cmd], capture_output=True, text=True, timeout=120)
+        if res.returncode:
+            raise RuntimeError(f"{cmd[0]} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}\n{_tail(log)}")
+        return res
+
+    run(bindir / "initdb", "-D", data, "-U", "har", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+    run(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o",
+        f"-p {port} -k {base} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        "start")
+    try:
+        run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "har", "har")
+        yield f"postgresql+psycopg://har@127.0.0.1:{port}/har"
+    finally:
+        from har.database import dispose_engines
+
+        dispose_engines()
+        subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ the whole stack
+class Stack:
+    """Database + storage + two real Celery workers (queues ``pose`` and ``classify``) + the web app."""
+
+    def __init__(self, name: str, base: Path, database_url: str, redis_url: str):
+        from har.config import load_settings
+
+        self.name, self.base = name, base
+        self.env = dict(os.environ)
+        self.env.update({
+            "HAR_DATA_DIR": str(base / "data"),
+            "HAR_DATABASE_URL": database_url,
+            "HAR_REDIS_URL": redis_url,
+            "HAR_POSE_IMGSZ": TEST_IMGSZ,
+            "HAR_SECRET_KEY": "test-secret",
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONUNBUFFERED": "1",
+        })
+        self.env.pop("HAR_TASK_ALWAYS_EAGER", None)
+        self.settings = load_settings(data_dir=str(base / "data"), database_url=database_url, redis_url=redis_url,
+                                      pose_imgsz=int(TEST_IMGSZ), secret_key="test-secret",
+                                      task_always_eager=False)
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        self._app = None
+
+    # workers ---------------------------------------------------------------------------------
+    def start_worker(self, queue: str) -> None:
+        log = self.base / f"worker-{queue}.log"
+        self.logs[queue] = log
+        cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue,
+               "-n", f"{queue}-{self.name}@%h", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        with open(log, "w") as out:
+            self.workers[queue] = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out,
+                                                   stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self) -> None:
+        for queue, proc in self.workers.items():
+            def ready(queue=queue, proc=proc):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{queue} worker exited ({proc.returncode}):\n{_tail(self.logs[queue])}")
+                return " ready." in self.logs[queue].read_text(errors="replace")
+
+            wait_for(ready, WORKER_START_TIMEOUT_S, f"the {queue} worker", interval=0.2)
+
+    def worker_child_pids(self, queue: str) -> list[int]:
+        """The prefork pool processes of a worker (the ones that run the tasks)."""
+        parent = self.workers[queue].pid
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def start(self) -> "Stack":
+        from har.database import upgrade_database
+
+        upgrade_database(self.settings.resolved_database_url)
+        for queue in (self.settings.pose_queue, self.settings.classify_queue):
+            self.start_worker(queue)
+        self.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for queue, proc in self.workers.items():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- {q} ---\n{_tail(p, 80)}" for q, p in self.logs.items())
+
+    # web ---------------------------------------------------------------------------------------
+    @property
+    def app(self):
+        if self._app is None:
+            from web import create_app
+
+            self._app = create_app(self.settings, TESTING=True)
+        return self._app
+
+    def client(self):
+        return self.app.test_client()
+
+    def session(self):
+        from har.database import session_scope
+
+        return session_scope(self.settings)
+
+    def storage(self):
+        from har.storage import Storage
+
+        return Storage(self.settings.resolved_storage_dir)
+
+    def upload(self, path: Path, client=None, **form) -> str:
+        client = client or self.client()
+        with open(path, "rb") as f:
+            data = {"video": (f, Path(path).name), **{k: str(v) for k, v in form.items()}}
+            resp = client.post("/api/jobs", data=data, content_type="multipart/form-data")
+        assert resp.status_code == 202, resp.get_data(as_text=True)
+        return resp.get_json()["id"]
+
+    def wait_final(self, job_id: str, timeout: float = 240.0, client=None) -> dict:
+        """Poll ``GET /api/jobs/<id>`` until the job is done or failed; returns its JSON."""
+        client = client or self.client()
+        last = {}
+
+        def final():
+            nonlocal last
+            resp = client.get(f"/api/jobs/{job_id}")
+            assert resp.status_code == 200, resp.get_data(as_text=True)
+            last = resp.get_json()
+            return last if last["status"] in ("done", "failed") else None
+
+        try:
+            return wait_for(final, timeout, f"job {job_id}", interval=0.25)
+        except TimeoutError:
+            raise AssertionError(f"job {job_id} stuck at {last.get('status')}\n{self.log_text()}") from None
+
+
+def _make_stack(name, tmp_path_factory, database_url_fn, redis_url):
+    base = tmp_path_factory.mktemp(f"stack-{name}")
+    url = database_url_fn(base)
+    return Stack(name, base, url, redis_url).start()
+
+
+@pytest.fixture(scope="session")
+def sqlite_stack(tmp_path_factory, redis_server):
+    stack = _make_stack("sqlite", tmp_path_factory, lambda b: f"sqlite:///{b / 'har.sqlite3'}",
+                        f"{redis_server}/0")
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_stack(tmp_path_factory, redis_server, postgres_url):
+    stack = _make_stack("postgres", tmp_path_factory, lambda b: postgres_url, f"{redis_server}/1")
+    yield stack
+    stack.stop()
+
+
+# ------------------------------------------------------------------------------------- media
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def people_video(media_dir) -> Path:
+    from tests.media import make_people_video
+
+    return make_people_video(media_dir / "people.mp4", seconds=2.5, fps=30.0, size=(480, 270))
+
+
+@pytest.fixture(scope="session")
+def empty_video(media_dir) -> Path:
+    from tests.media import make_empty_video
+
+    return make_empty_video(media_dir / "empty.mp4", seconds=2.0, fps=30.0, size=(320, 240))
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    """A freshly migrated SQLite database (its own file) and matching settings."""
+    from har.config import load_settings
+    from har.database import upgrade_database
+
+    settings = load_settings(data_dir=str(tmp_path / "data"), database_url=f"sqlite:///{tmp_path / 'har.sqlite3'}",
+                             pose_imgsz=int(TEST_IMGSZ), task_always_eager=False)
+    upgrade_database(settings.resolved_database_url)
+    return settings

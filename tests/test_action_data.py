@@ -1,0 +1,119 @@
+"""Dataset loader/writer, synthetic generator and window features."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.action import synth
+from models.action.dataset import CLASSES, load_split, read_x, write_split
+from models.action.features import fill_gaps, window_features
+from models.layouts import OPENPOSE18, remap
+
+SAMPLE = Path(__file__).resolve().parent / "data" / "har_sample"
+
+
+def test_loader_reads_the_sample_file_pair():
+    ws = load_split(SAMPLE, "test")
+    assert ws.x.shape == (12, 32, 18, 2) and ws.x.dtype == np.float32
+    assert sorted(ws.y.tolist()) == sorted(list(range(6)) * 2)  # labels 1..6 on disk -> 0..5
+    assert ws.x.max() < 640 and ws.x.min() >= 0
+    assert ((ws.x == 0).all(-1)).any(), "the sample has missing joints (0, 0)"
+    first = [float(v) for v in (SAMPLE / "X_test.txt").read_text().splitlines()[0].split(",")]
+    np.testing.assert_allclose(ws.x[0, 0].reshape(-1), first, rtol=1e-6)
+
+
+def test_writer_round_trip(tmp_path):
+    x, y = synth.generate_windows(1, "train", seed=5)
+    write_split(tmp_path, "train", x, y)
+    back = load_split(tmp_path, "train")
+    np.testing.assert_allclose(back.x, x, atol=1e-3)
+    np.testing.assert_array_equal(back.y, y)
+    assert (tmp_path / "Y_train.txt").read_text().split() == [str(v + 1) for v in y]
+
+
+def test_loader_rejects_bad_files(tmp_path):
+    (tmp_path / "X_test.txt").write_text("1,2,3\n")
+    with pytest.raises(ValueError):
+        read_x(tmp_path / "X_test.txt")
+    (tmp_path / "X_test.txt").write_text(",".join(["1"] * 36) + "\n")  # 1 frame, not a window
+    with pytest.raises(ValueError):
+        read_x(tmp_path / "X_test.txt")
+
+
+def test_generator_is_deterministic_and_shaped():
+    a = synth.generate_windows(2, "train", seed=11)
+    b = synth.generate_windows(2, "train", seed=11)
+    c = synth.generate_windows(2, "train", seed=12)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    x, y = a
+    assert x.shape == (12, 32, 18, 2) and y.shape == (12,)
+    assert sorted(np.bincount(y).tolist()) == [2] * len(CLASSES)
+    present = (x != 0).any(-1)
+    assert present.mean() > 0.6
+    assert (x[..., 0][present] < 640).all() and (x[..., 1][present] < 480).all()
+    seq = synth.generate_sequence([(0, 2.0), (2, 2.0)], seed=1)
+    assert seq.shape == (88, 18, 2)
+
+
+def test_heldout_split_uses_other_generator_ranges():
+    rng = np.random.default_rng(0)
+    tr = [synth.sample_subject(rng, "train") for _ in range(200)]
+    te = [synth.sample_subject(rng, "test") for _ in range(200)]
+    for key in ("shoulder_w", "yaw_deg", "center_x"):
+        lo, hi = synth.SPLIT_PARAMS["train"][key][0]
+        assert all(lo <= s[key] <= hi for s in tr)
+        assert all(not (lo < s[key] < hi) for s in te), key
+
+
+def test_generated_actions_look_like_the_actions():
+    rng = np.random.default_rng(7)
+    s = synth.sample_subject(rng, "train")
+    s.update(p_drop=0.0, p_occlude=0.0, yaw_deg=0.0, roll_deg=0.0, feet_y=420.0, stature_px=300.0)
+    j = {n: i for i, n in enumerate(OPENPOSE18)}
+
+    def render(a):
+        return synth.render([(a, 64)], np.random.default_rng(1), subject=s)
+
+    jacks, jump, wave2 = render(1), render(0), render(3)
+    # jumping jacks raise the wrists above the head; jumping keeps them low but moves the hips
+    assert (jacks[:, j["l_wrist"], 1] < jacks[:, j["nose"], 1]).mean() > 0.2
+    assert (jump[:, j["l_wrist"], 1] < jump[:, j["nose"], 1]).mean() == 0
+    assert np.ptp(jump[:, j["r_hip"], 1]) > 15
+    # two-hand waving keeps both wrists above the shoulders all the time
+    assert (wave2[:, j["l_wrist"], 1] < wave2[:, j["l_shoulder"], 1]).all()
+    assert (wave2[:, j["r_wrist"], 1] < wave2[:, j["r_shoulder"], 1]).all()
+
+
+def test_fill_gaps_interpolates_short_gaps_only():
+    k = np.zeros((1, 12, 1, 2), np.float32)
+    k[0, :, 0, 0] = np.arange(12) + 1.0
+    k[0, :, 0, 1] = 7.0
+    k[0, [0, 3, 4, 7, 8, 9, 10, 11], 0] = 0
+    xy, p = fill_gaps(k, max_gap=2)
+    np.testing.assert_allclose(xy[0, :7, 0, 0], [2, 2, 3, 4, 5, 6, 7])  # inner gap interpolated, start held
+    assert not p[0, 7:, 0].any()  # a 5-frame gap at the end stays missing
+
+
+def test_person_normalization_is_invariant_to_framing():
+    x, _ = synth.generate_windows(1, "train", seed=3, p_transition=0.0)
+    k = remap(x, "openpose18", "openpose17")
+    moved = np.where((k != 0).any(-1, keepdims=True), k * 0.6 + np.array([50.0, 30.0], np.float32), 0)
+    a = window_features(k, "openpose17", "person")
+    b = window_features(moved, "openpose17", "person")
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    fa = window_features(k, "openpose17", "frame")
+    fb = window_features(moved, "openpose17", "frame")
+    assert np.abs(fa - fb).max() > 0.05  # frame-size normalization is not
+    assert a.shape == (6, 32, 34) and np.isfinite(a).all()
+
+
+def test_features_survive_missing_hips_and_empty_windows():
+    x, _ = synth.generate_windows(1, "train", seed=4, p_transition=0.0)
+    k = remap(x, "openpose18", "openpose17")
+    k[:, :, [7, 10]] = 0  # both hips gone (openpose17: r_hip 7, l_hip 10)
+    f = window_features(k, "openpose17", "person")
+    assert np.isfinite(f).all() and np.abs(f).max() < 20
+    empty = window_features(np.zeros((2, 32, 17, 3), np.float32), "openpose17", "person")
+    assert (empty == 0).all()

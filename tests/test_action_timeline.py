@@ -1,0 +1,214 @@
+"""Window / timeline logic of ``classify_extraction`` with a scripted classifier (no model needed)."""
+import json
+
+import numpy as np
+import pytest
+
+from models.action.timeline import classify_extraction, resample_track, smooth_labels, window_starts
+from models.tracks import PoseExtraction, PoseTrack
+
+CLASSES = ["JUMPING", "JUMPING_JACKS", "BOXING", "WAVING_2HANDS", "WAVING_1HAND", "CLAPPING_HANDS"]
+
+
+class ScriptedClassifier:
+    """Stands in for ActionClassifier: returns the next rows of ``script`` (or ``fn(windows)``)."""
+
+    classes = CLASSES
+    window = 32
+    fps = 22.0
+    layout = "openpose17"
+    min_keypoint_conf = 0.3
+    uncertain_threshold = 0.6
+    info = {"name": "scripted", "version": "0", "sha256": "0" * 64}
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.calls = []
+
+    def predict(self, windows, frame_size=(640.0, 480.0)):
+        self.calls.append(np.array(windows))
+        return np.asarray(self.fn(np.asarray(windows)), np.float32)
+
+
+def onehot(c, p=0.9):
+    row = np.full(6, (1 - p) / 5, np.float32)
+    row[c] = p
+    return row
+
+
+def by_nose_x(windows):
+    """Class = floor(median nose x / 100) over the window (openpose17: nose is joint 0)."""
+    return np.stack([onehot(int(np.median(w[:, 0, 0]) // 100) % 6) for w in windows])
+
+
+def make_track(n, fps=22.0, t0=0.0, track_id=1, nose_x=None, drop=()):
+    times = t0 + np.arange(n) / fps
+    k = np.zeros((n, 17, 3), np.float32)
+    k[..., 0] = 300 + np.arange(17)
+    k[..., 1] = 200 + 10 * np.arange(17)
+    k[..., 2] = 0.9
+    if nose_x is not None:
+        k[:, 0, 0] = nose_x
+    for i in drop:
+        k[i] = 0
+    return PoseTrack(track_id=track_id, frame_indices=np.arange(n) + int(round(t0 * fps)), times=times,
+                     keypoints=k, boxes=np.zeros((n, 4), np.float32), scores=np.full(n, 0.9, np.float32))
+
+
+def extraction(tracks, fps=22.0, seconds=10.0, meta=None):
+    return PoseExtraction(width=1280, height=720, sampled_fps=fps, frame_times=np.arange(int(seconds * fps)) / fps,
+                          tracks=tracks, layout="coco17",
+                          meta=meta or {"pose_model": {"name": "yolo11n-pose", "version": "1", "sha256": "ab"}})
+
+
+def test_window_starts_cover_the_track():
+    assert window_starts(31, 32, 8) == []
+    assert window_starts(32, 32, 8) == [0]
+    assert window_starts(50, 32, 8) == [0, 8, 16, 18]
+    assert window_starts(48, 32, 8) == [0, 8, 16]
+
+
+def test_smoothing_removes_single_window_flickers_only():
+    assert smooth_labels(list("AABAA")) == list("AAAAA")
+    assert smooth_labels(list("AABBAA")) == list("AABBAA")
+    assert smooth_labels(list("ABC")) == list("ABC")
+
+
+def test_segments_and_result_format():
+    nose = np.where(np.arange(220) < 110, 250.0, 50.0)  # BOXING (2) then JUMPING (0)
+    ex = extraction([make_track(220, nose_x=nose)])
+    clf = ScriptedClassifier(by_nose_x)
+    r = classify_extraction(ex, clf, stride=8)
+    json.dumps(r)  # serializable
+    assert set(r) == {"status", "classes", "models", "video", "params", "persons", "short_tracks"}
+    assert r["status"] == "ok" and r["classes"] == CLASSES
+    assert r["models"]["pose"]["name"] == "yolo11n-pose" and r["models"]["action"]["name"] == "scripted"
+    assert r["video"] == {"width": 1280, "height": 720, "duration_s": 10.0, "sampled_fps": 22.0,
+                          "frames_sampled": 220}
+    assert r["params"] == {"window": 32, "stride": 8, "uncertain_threshold": 0.6, "min_track_s": 1.45}
+    (p,) = r["persons"]
+    assert p["track_id"] == 1 and p["frames"] == 220 and p["start_s"] == 0.0 and p["end_s"] == 10.0
+    assert set(p) == {"track_id", "start_s", "end_s", "frames", "label", "confidence", "probabilities",
+                      "segments", "windows"}
+    assert [s["label"] for s in p["segments"]] == ["BOXING", "JUMPING"]
+    boundary = p["segments"][0]["end_s"]
+    assert abs(boundary - 5.0) < 0.5 and p["segments"][1]["start_s"] == boundary
+    assert p["segments"][0]["start_s"] == 0.0 and p["segments"][-1]["end_s"] == 10.0
+    assert len(p["windows"]) == len(window_starts(220, 32, 8))
+    w = p["windows"][0]
+    assert w["start_s"] == 0.0 and w["end_s"] == 1.455 and len(w["probabilities"]) == 6
+    assert 0 <= p["confidence"] <= 1 and set(p["probabilities"]) == set(CLASSES)
+    assert r["short_tracks"] == []
+
+
+def test_one_window_flicker_is_smoothed_in_segments():
+    rows = [onehot(2)] * 5 + [onehot(5)] + [onehot(2)] * 5
+    clf = ScriptedClassifier(lambda w: np.stack(rows[: len(w)]))
+    n = 32 + 8 * 10  # exactly 11 windows
+    r = classify_extraction(extraction([make_track(n)]), clf, stride=8)
+    (p,) = r["persons"]
+    assert len(p["windows"]) == 11
+    assert [s["label"] for s in p["segments"]] == ["BOXING"]
+    raw = classify_extraction(extraction([make_track(n)]), ScriptedClassifier(lambda w: np.stack(rows)), stride=8)
+    from models.action import timeline
+    assert timeline.smooth_labels([w["label"] for w in raw["persons"][0]["windows"]]) == ["BOXING"] * 11
+
+
+def test_uncertain_below_threshold():
+    flat = np.full(6, 1 / 6, np.float32)
+    clf = ScriptedClassifier(lambda w: np.stack([flat] * len(w)))
+    r = classify_extraction(extraction([make_track(100)]), clf)
+    (p,) = r["persons"]
+    assert p["label"] == "uncertain" and abs(p["confidence"] - 1 / 6) < 1e-3
+    assert {w["label"] for w in p["windows"]} == {"uncertain"}
+    assert [s["label"] for s in p["segments"]] == ["uncertain"]
+    # the card's threshold can be overridden per call
+    r = classify_extraction(extraction([make_track(100)]), clf, uncertain_threshold=0.1)
+    assert r["persons"][0]["label"] == "JUMPING" and r["params"]["uncertain_threshold"] == 0.1
+
+
+def test_no_person_and_short_tracks():
+    clf = ScriptedClassifier(by_nose_x)
+    r = classify_extraction(extraction([]), clf)
+    assert r["status"] == "no_person" and r["persons"] == [] and r["short_tracks"] == []
+    r = classify_extraction(extraction([make_track(11, t0=3.1, track_id=7), make_track(1, track_id=8)]), clf)
+    assert r["status"] == "no_person" and r["persons"] == []
+    assert r["short_tracks"][0] == {"track_id": 7, "start_s": 3.1, "end_s": 3.6, "frames": 11}
+    assert r["short_tracks"][1]["frames"] == 1
+    assert clf.calls == []  # nothing was classified
+
+
+def test_track_length_boundary_and_min_track_s():
+    clf = ScriptedClassifier(by_nose_x)
+    r = classify_extraction(extraction([make_track(31, track_id=1), make_track(32, track_id=2)]), clf)
+    assert [p["track_id"] for p in r["persons"]] == [2] and len(r["persons"][0]["windows"]) == 1
+    assert [s["track_id"] for s in r["short_tracks"]] == [1]
+    r = classify_extraction(extraction([make_track(60)]), clf, min_track_s=3.0)
+    assert r["status"] == "no_person" and r["params"]["min_track_s"] == 3.0
+
+
+def test_mostly_empty_windows_are_not_classified():
+    clf = ScriptedClassifier(by_nose_x)
+    r = classify_extraction(extraction([make_track(40, drop=range(5, 40))]), clf)
+    assert r["status"] == "no_person" and r["short_tracks"][0]["frames"] == 40
+
+
+def test_low_confidence_keypoints_become_missing_before_the_model():
+    clf = ScriptedClassifier(by_nose_x)
+    tr = make_track(32)
+    tr.keypoints[:, 9, 2] = 0.1  # COCO l_wrist below the floor
+    classify_extraction(extraction([tr]), clf)
+    (w,) = clf.calls
+    assert w.shape == (1, 32, 17, 3)
+    assert (w[0, :, 6] == 0).all()  # openpose17 l_wrist
+    np.testing.assert_array_equal(w[0, :, 0, 0], tr.keypoints[:, 0, 0])  # nose mapped by name
+
+
+def test_resample_track_linear_motion_from_30hz():
+    t = np.arange(90) / 30.0
+    k = np.zeros((90, 2, 3), np.float32)
+    k[:, 0, 0] = 100 * t
+    k[:, 0, 1] = 5
+    k[:, :, 2] = 1
+    k[40:44, 1] = 0  # a joint gone for 4 frames (0.13 s): interpolated
+    grid, r = resample_track(t, k, 22.0, 30.0)
+    assert len(grid) == 66 and np.allclose(np.diff(grid), 1 / 22)
+    np.testing.assert_allclose(r[:, 0, 0], 100 * grid, atol=1e-3)
+    assert (r[:, 0, 2] == 1).all()
+    k[20:60, 1] = 0  # a long gap stays missing
+    _, r = resample_track(t, k, 22.0, 30.0)
+    assert (r[(grid > 0.75) & (grid < 1.9), 1, 2] == 0).all()
+
+
+def test_timeline_resamples_30fps_extraction_to_model_rate():
+    fps = 30.0
+    n = 150  # 5 s
+    nose = np.where(np.arange(n) < 75, 150.0, 450.0)  # JUMPING_JACKS then WAVING_1HAND
+    ex = extraction([make_track(n, fps=fps, nose_x=nose)], fps=fps, seconds=5.0)
+    clf = ScriptedClassifier(by_nose_x)
+    r = classify_extraction(ex, clf, stride=8)
+    (p,) = r["persons"]
+    (w,) = clf.calls
+    assert w.shape[1] == 32
+    assert r["video"]["sampled_fps"] == 30.0
+    # windows are 32 frames at 22 Hz = 1.455 s of video regardless of the source rate
+    assert all(abs((x["end_s"] - x["start_s"]) - 32 / 22) < 2e-3 for x in p["windows"])
+    assert [s["label"] for s in p["segments"]] == ["JUMPING_JACKS", "WAVING_1HAND"]
+    assert abs(p["segments"][0]["end_s"] - 2.5) < 0.4
+
+
+def test_multiple_tracks_are_reported_in_track_order():
+    clf = ScriptedClassifier(by_nose_x)
+    ex = extraction([make_track(60, track_id=5, nose_x=np.full(60, 350.0)),
+                     make_track(80, track_id=2, nose_x=np.full(80, 50.0)),
+                     make_track(10, track_id=9)])
+    r = classify_extraction(ex, clf)
+    assert [(p["track_id"], p["label"]) for p in r["persons"]] == [(2, "JUMPING"), (5, "WAVING_2HANDS")]
+    assert [s["track_id"] for s in r["short_tracks"]] == [9]
+
+
+@pytest.mark.parametrize("stride", [1, 4, 16])
+def test_stride_is_configurable(stride):
+    r = classify_extraction(extraction([make_track(64)]), ScriptedClassifier(by_nose_x), stride=stride)
+    assert len(r["persons"][0]["windows"]) == len(window_starts(64, 32, stride))
+    assert r["params"]["stride"] == stride

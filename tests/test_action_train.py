@@ -1,0 +1,31 @@
+"""A tiny training run: train -> prune -> export ONNX (MatMul GRU) -> int8 -> card + report."""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("tqdm")
+
+
+def test_smoke_train_exports_and_quantizes(tmp_path):
+    from models.action.classifier import ActionClassifier
+    from models.action.train import train
+
+    r = train(tmp_path, n_train=8, n_val=4, n_test=4, epochs=1, finetune_epochs=1, max_steps=2,
+              progress=False, latency_runs=5, normalization="person", threads=1)
+    for name in ("gru_har_fp32.onnx", "gru_har_pruned.onnx", "gru_har_int8.onnx", "gru_har.card.json",
+                 "gru_har.card.md", "eval_report.md", "eval_report.json"):
+        assert (tmp_path / name).exists(), name
+    assert r["int8_vs_fp32_size_ratio"] >= 3.0
+    assert r["onnx_vs_torch_max_abs_diff"] < 1e-4
+    assert abs(r["sparsity"]["overall_prunable"] - 0.5) < 0.01
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "gru_har_int8.onnx")).graph.node}
+    assert "MatMulInteger" in ops and "GRU" not in ops
+    card = json.loads((tmp_path / "gru_har.card.json").read_text())
+    assert card["layout"] == "openpose17" and card["normalization"] == "person"
+    clf = ActionClassifier(tmp_path / "gru_har_int8.onnx")
+    p = clf.predict(np.zeros((2, 32, 34), np.float32))
+    assert p.shape == (2, 6)

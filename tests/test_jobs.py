@@ -1,0 +1,296 @@
+"""Job lifecycle rules, idempotent stage tasks (real models, in-process), recovery sweep, migrations."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import inspect, select
+
+from har.database import current_revision, downgrade_database, get_engine, head_revision, upgrade_database
+from har.db import (CLASSIFYING, DONE, EXTRACTING, FAILED, QUEUED, REPORTING, Base, Job, JobEvent, PoseData,
+                    Prediction, Report, Segment, Track, utcnow)
+from har.jobs import TransitionError, as_utc, can_transition, create_job, fail_job, set_status
+from har.storage import Storage
+
+VIDEO = dict(path="uploads/x.mp4", original_filename="x.mp4", sha256="0" * 64, size_bytes=10, container="mp4",
+             codec="mp4v", duration_s=2.0, fps=30.0, frame_count=60, width=320, height=240, rotation_deg=0)
+
+
+def new_job(settings, **video) -> str:
+    from har.database import session_scope
+
+    with session_scope(settings) as s:
+        return create_job(s, {**VIDEO, **video}, {}).id
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def events(settings, job_id):
+    from har.database import session_scope
+
+    with session_scope(settings) as s:
+        return [(e.status, e.message, as_utc(e.at)) for e in
+                s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+
+
+# ------------------------------------------------------------------------------- transitions
+ORDER = [QUEUED, EXTRACTING, CLASSIFYING, REPORTING, DONE]
+
+
+@pytest.mark.parametrize("old", ORDER + [FAILED])
+@pytest.mark.parametrize("new", ORDER + [FAILED])
+def test_transition_rules(old, new):
+    if old in (DONE, FAILED):
+        expected = False  # final states never change
+    elif new == FAILED or new == old:
+        expected = True
+    else:
+        expected = ORDER.index(new) == ORDER.index(old) + 1  # one step forward only
+    assert can_transition(old, new) is expected
+
+
+def test_every_change_writes_an_event(sqlite_db):
+    from har.database import session_scope
+
+    job_id = new_job(sqlite_db)
+    with session_scope(sqlite_db) as s:
+        job = s.get(Job, job_id)
+        assert job.status == QUEUED
+        for state in ORDER[1:]:
+            assert set_status(s, job, state, f"now {state}") is True
+        assert job.started_at is not None and job.finished_at is not None
+    ev = events(sqlite_db, job_id)
+    assert [e[0] for e in ev] == ORDER
+    times = [e[2] for e in ev]
+    assert times == sorted(times)
+
+
+def test_same_state_updates_fields_without_an_event(sqlite_db):
+    from har.database import session_scope
+
+    job_id = new_job(sqlite_db)
+    with session_scope(sqlite_db) as s:
+        job = s.get(Job, job_id)
+        set_status(s, job, EXTRACTING, "pose")
+        assert set_status(s, job, EXTRACTING, "pose 50 %", frames_done=5) is False
+        assert job.frames_done == 5 and job.stage == "pose 50 %"
+        with pytest.raises(AttributeError):
+            set_status(s, job, EXTRACTING, no_such_field=1)
+    assert [e[0] for e in events(sqlite_db, job_id)] == [QUEUED, EXTRACTING]
+
+
+def test_no_going_back_no_skipping_no_leaving_final_states(sqlite_db):
+    from har.database import session_scope
+
+    job_id = new_job(sqlite_db)
+    with session_scope(sqlite_db) as s:
+        job = s.get(Job, job_id)
+        with pytest.raises(TransitionError):
+            set_status(s, job, CLASSIFYING)  # skipping extracting
+        set_status(s, job, EXTRACTING)
+        with pytest.raises(TransitionError):
+            set_status(s, job, QUEUED)  # going back
+        assert fail_job(s, job, "The video could not be read: broken") is True
+        assert job.error == "The video could not be read: broken"
+        assert fail_job(s, job, "again") is False  # already final: no-op
+        with pytest.raises(TransitionError):
+            set_status(s, job, DONE)
+    ev = events(sqlite_db, job_id)
+    assert [e[0] for e in ev] == [QUEUED, EXTRACTING, FAILED]
+    assert ev[-1][1] == "The video could not be read: broken"
+
+
+# ------------------------------------------------------------------------------- migrations
+def test_migrations_upgrade_downgrade_sqlite(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    url = f"sqlite:///{tmp_path / 'm' / 'har.sqlite3'}"
+    upgrade_database(url)
+    assert current_revision(url) == head_revision()
+    engine = get_engine(url)
+    insp = inspect(engine)
+    assert set(insp.get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
+    assert "ix_jobs_created_at_id" in {i["name"] for i in insp.get_indexes("jobs")}
+    with engine.connect() as conn:  # the migrations create exactly the models' schema
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+    downgrade_database(url, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    assert current_revision(url) is None
+    upgrade_database(url)  # and up again
+    assert current_revision(url) == head_revision()
+
+
+# ----------------------------------------------------------------------- stage tasks (real models)
+@pytest.fixture
+def video_job(sqlite_db, people_video, monkeypatch):
+    """A queued job for a real people video, with the next-stage hand-over recorded, not sent."""
+    from har.database import session_scope
+    from models.video import probe_video
+    from worker import runtime
+
+    storage = Storage(sqlite_db.resolved_storage_dir)
+    with open(people_video, "rb") as f:
+        rel, sha, size = storage.save_upload(f, people_video.name)
+    info = probe_video(storage.path(rel))
+    with session_scope(sqlite_db) as s:
+        job_id = create_job(s, dict(path=rel, original_filename=people_video.name, sha256=sha, size_bytes=size,
+                                    container="mp4", codec=info.codec, duration_s=info.duration_s, fps=info.fps,
+                                    frame_count=info.frame_count, width=info.width, height=info.height,
+                                    rotation_deg=info.rotation_deg), {}).id
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(runtime, "hand_over", lambda settings, task, jid: sent.append((task, jid)))
+    return sqlite_db, job_id, sent
+
+
+def rows(settings, job_id):
+    from har.database import session_scope
+
+    with session_scope(settings) as s:
+        return {
+            "tracks": sorted((t.track_id, t.frames) for t in s.scalars(select(Track).where(Track.job_id == job_id))),
+            "predictions": sorted((p.track_id, p.label) for p in
+                                  s.scalars(select(Prediction).where(Prediction.job_id == job_id))),
+            "segments": sorted((g.track_id, g.label, g.start_s) for g in
+                               s.scalars(select(Segment).where(Segment.job_id == job_id))),
+            "reports": sorted((r.kind, r.path) for r in s.scalars(select(Report).where(Report.job_id == job_id))),
+            "pose": s.scalar(select(PoseData.frames_sampled).where(PoseData.job_id == job_id)),
+        }
+
+
+def job_row(settings, job_id) -> Job:
+    from har.database import session_scope
+
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id)
+        s.expunge(job)
+        return job
+
+
+def test_stages_run_once_and_duplicates_are_no_ops(video_job):
+    from worker.celery_app import CLASSIFY_TASK, REPORT_TASK
+    from worker.tasks.classify import run_classify
+    from worker.tasks.pose import run_pose
+    from worker.tasks.report import run_report
+
+    settings, job_id, sent = video_job
+    assert run_pose(settings, job_id, "pose-1") is True
+    assert sent == [(CLASSIFY_TASK, job_id)]
+    after_pose = rows(settings, job_id)
+    assert after_pose["tracks"] and after_pose["pose"] > 0
+    # a duplicate or redelivered pose task for a job past that stage does nothing
+    assert run_pose(settings, job_id, "pose-1") is False
+    assert run_pose(settings, job_id, "pose-2") is False
+    assert rows(settings, job_id) == after_pose and len(sent) == 1
+
+    assert run_classify(settings, job_id, "classify-1") is True
+    assert sent[-1] == (REPORT_TASK, job_id)
+    assert run_classify(settings, job_id, "classify-2") is False
+    assert run_report(settings, job_id, "report-1") is True
+    done = rows(settings, job_id)
+    assert {k for k, _ in done["reports"]} >= {"json", "csv", "html"}
+    before = events(settings, job_id)
+    for fn in (run_pose, run_classify, run_report):  # everything is a no-op on a done job
+        assert fn(settings, job_id, "late-duplicate") is False
+    assert rows(settings, job_id) == done
+    assert events(settings, job_id) == before
+    assert [e[0] for e in before] == ORDER
+    job = job_row(settings, job_id)
+    assert job.status == DONE and job.task_id is None
+    assert {"queue_wait_s", "pose_s", "classify_s", "report_s", "total_s"} <= set(job.timings)
+
+
+def test_redelivered_task_after_a_crash_replaces_partial_results(video_job):
+    """The worker died mid-pose (after writing part of its output): the broker delivers the same
+    message again and the stage runs once more, replacing what was there (delete, then insert)."""
+    from har.database import session_scope
+    from worker import runtime
+    from worker.tasks.pose import run_pose
+
+    settings, job_id, sent = video_job
+    assert runtime.claim(settings, job_id, "pose", "pose-1") is not None
+    with session_scope(settings) as s:
+        s.get(Job, job_id).worker = f"{socket.gethostname()}:{dead_pid()}"
+        s.add(Track(job_id=job_id, track_id=99, start_s=0, end_s=1, frames=3, mean_score=0.5))
+    assert run_pose(settings, job_id, "pose-1") is True
+    r = rows(settings, job_id)
+    assert 99 not in {t for t, _ in r["tracks"]} and r["tracks"]
+    assert [e[0] for e in events(settings, job_id)] == [QUEUED, EXTRACTING, CLASSIFYING]
+
+
+def test_duplicate_while_a_live_worker_runs_the_stage_is_skipped(video_job):
+    from har.database import session_scope
+    from worker.tasks.pose import run_pose
+
+    settings, job_id, sent = video_job
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id)
+        set_status(s, job, EXTRACTING, "extracting poses", task_id="pose-1", attempts=1,
+                   worker=f"{socket.gethostname()}:{os.getppid()}", heartbeat_at=utcnow())
+    assert run_pose(settings, job_id, "pose-2") is False
+    job = job_row(settings, job_id)
+    assert job.status == EXTRACTING and job.task_id == "pose-1" and sent == []
+
+
+def test_a_stage_that_keeps_killing_its_worker_fails_at_the_attempt_limit(video_job):
+    from har.database import session_scope
+    from worker import runtime
+    from worker.tasks.pose import run_pose
+
+    settings, job_id, sent = video_job
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id)
+        set_status(s, job, EXTRACTING, "extracting poses", task_id="pose-1", attempts=runtime.MAX_ATTEMPTS,
+                   worker=f"{socket.gethostname()}:{dead_pid()}", heartbeat_at=utcnow())
+    assert run_pose(settings, job_id, "pose-1") is False
+    job = job_row(settings, job_id)
+    assert job.status == FAILED and "Gave up after" in job.error and sent == []
+
+
+def test_a_task_error_fails_the_job_with_a_readable_reason(video_job):
+    from worker.tasks.pose import run_pose
+
+    settings, job_id, sent = video_job
+    Storage(settings.resolved_storage_dir).delete(job_row(settings, job_id).video.path)
+    assert run_pose(settings, job_id, "pose-1") is False
+    job = job_row(settings, job_id)
+    assert job.status == FAILED and "missing" in job.error and sent == []
+    assert [e[0] for e in events(settings, job_id)] == [QUEUED, EXTRACTING, FAILED]
+
+
+# --------------------------------------------------------------------------------- the sweep
+def test_sweep_requeues_lost_stages_and_fails_exhausted_ones(sqlite_db):
+    from har.database import session_scope
+    from worker import runtime
+    from worker.sweep import sweep
+
+    now = utcnow()
+    old = now - timedelta(hours=2)
+    me = socket.gethostname()
+    lost, exhausted, alive, waiting_old, waiting_new = (new_job(sqlite_db) for _ in range(5))
+    with session_scope(sqlite_db) as s:
+        for job_id, attempts, worker, beat in [
+            (lost, 1, f"{me}:{dead_pid()}", old),
+            (exhausted, runtime.MAX_ATTEMPTS, f"{me}:{dead_pid()}", old),
+            (alive, 1, f"{me}:{os.getppid()}", now),
+        ]:
+            set_status(s, s.get(Job, job_id), EXTRACTING, "extracting poses", task_id="t-" + job_id[:8],
+                       attempts=attempts, worker=worker, heartbeat_at=beat)
+        s.get(Job, waiting_old).updated_at = old
+        s.get(Job, waiting_old).created_at = old
+    actions = dict(sweep(sqlite_db, now=now, enqueue=False))
+    assert actions == {lost: "requeued", exhausted: "failed", waiting_old: "requeued"}
+    assert job_row(sqlite_db, lost).worker is None  # released: the next start is attempt 2
+    assert job_row(sqlite_db, exhausted).status == FAILED
+    assert "Gave up after" in job_row(sqlite_db, exhausted).error
+    assert job_row(sqlite_db, alive).status == EXTRACTING
+    # a second pass right away does not enqueue the same jobs again
+    assert sweep(sqlite_db, now=now + timedelta(seconds=1), enqueue=False) == []

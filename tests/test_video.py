@@ -1,0 +1,221 @@
+"""Video probing and resampling (models.video) and the pose stage end to end (models.pose.extract)."""
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+from models.pose import load_pose_estimator
+from models.pose.extract import extract_tracks
+from models.tracks import PoseExtraction
+from models.video import (FrameSelector, VideoError, expected_sample_count, probe_video, sample_frames)
+from tests.media import ASSETS, make_empty_video, make_people_video, truncate_file
+
+
+@pytest.fixture(scope="module")
+def people_30fps(tmp_path_factory):
+    return make_people_video(tmp_path_factory.mktemp("v") / "people.mp4", seconds=3.0, fps=30.0)
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    return load_pose_estimator(imgsz=320, threads=2)
+
+
+def test_probe(people_30fps):
+    info = probe_video(people_30fps)
+    assert (info.width, info.height) == (640, 360)
+    assert info.fps == pytest.approx(30.0)
+    assert info.frame_count == 90
+    assert info.duration_s == pytest.approx(3.0)
+    assert info.rotation_deg == 0
+    assert info.codec.lower() in {"mp4v", "fmp4"}
+
+
+def test_sample_30fps_to_22hz(people_30fps):
+    samples = list(sample_frames(people_30fps, 22.0))
+    assert len(samples) == 66 == expected_sample_count(probe_video(people_30fps), 22.0)
+    idx = [s[0] for s in samples]
+    times = np.array([s[1] for s in samples])
+    assert idx == list(range(66))
+    assert times[0] == 0.0
+    assert (np.diff(times) > 0).all()
+    # each sample is the source frame nearest to its grid point k/22 (within half a source frame)
+    grid = np.arange(66) / 22.0
+    assert np.abs(times - grid).max() <= 0.5 / 30 + 1e-6
+    # sampled from real source frame times (multiples of 1/30)
+    np.testing.assert_allclose(times * 30, np.round(times * 30), atol=1e-3)
+    assert np.diff(times).mean() == pytest.approx(1 / 22, rel=0.03)
+    assert samples[0][2].shape == (360, 640, 3) and samples[0][2].dtype == np.uint8
+
+
+def test_every_frame_and_no_upsampling(people_30fps):
+    assert len(list(sample_frames(people_30fps, None))) == 90
+    assert len(list(sample_frames(people_30fps, 60.0))) == 90  # never above the source rate
+    assert len(list(sample_frames(people_30fps, 15.0))) == 45
+
+
+def test_frame_selector_variable_frame_rate():
+    """Timestamps from a variable-rate phone video: 60 fps, then 20 fps, then a 0.5 s gap."""
+    ts = list(np.arange(0, 1.0, 1 / 60)) + list(np.arange(1.0, 2.0, 1 / 20)) + list(np.arange(2.5, 3.0, 1 / 30))
+    sel = FrameSelector(22.0, source_fps=len(ts) / 3.0)
+    kept = [t for t in ts if sel.keep(sel.timestamp(t))]
+    kept = np.array(kept)
+    assert (np.diff(kept) > 0).all()
+    # 60 fps part: ~22 Hz; 20 fps part: every frame (never more than the source); the gap is not filled
+    assert abs(np.sum(kept < 1.0) - 22) <= 1
+    assert np.sum((kept >= 1.0) & (kept < 2.0)) == 20
+    assert np.sum((kept >= 2.0) & (kept < 2.5)) == 0
+    assert abs(np.sum(kept >= 2.5) - 11) <= 1
+    assert np.diff(kept[kept < 1.0]).mean() == pytest.approx(1 / 22, rel=0.05)
+
+
+def test_frame_selector_bad_timestamps():
+    sel = FrameSelector(None, source_fps=25.0)
+    cleaned = [sel.timestamp(t) for t in [5.0, 5.04, float("nan"), 5.04, 5.16]]
+    np.testing.assert_allclose(cleaned, [0.0, 0.04, 0.08, 0.12, 0.16], atol=1e-9)
+    with pytest.raises(ValueError):
+        FrameSelector(0.0)
+
+
+def test_odd_size_and_avi(tmp_path):
+    p = make_empty_video(tmp_path / "odd.avi", seconds=1.0, fps=25.0, size=(161, 97))
+    info = probe_video(p)
+    frames = list(sample_frames(p, 22.0))
+    assert frames and frames[0][2].shape[:2] == (info.height, info.width)
+    assert len(frames) == expected_sample_count(info, 22.0)
+
+
+def test_not_a_video(tmp_path):
+    p = tmp_path / "notes.mp4"
+    p.write_text("this is not a video\n" * 100)
+    with pytest.raises(VideoError) as e:
+        probe_video(p)
+    assert "video" in str(e.value).lower()
+    with pytest.raises(VideoError):
+        list(sample_frames(p, 22.0))
+    with pytest.raises(VideoError, match="still image"):  # FFmpeg opens a JPEG as one frame
+        probe_video(ASSETS / "bus.jpg")
+
+
+def test_empty_and_missing(tmp_path):
+    p = tmp_path / "empty.mp4"
+    p.write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        probe_video(p)
+    with pytest.raises(VideoError, match="not exist"):
+        probe_video(tmp_path / "missing.mp4")
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_truncated(tmp_path, suffix):
+    src = make_people_video(tmp_path / f"full{suffix}", seconds=1.0, size=(160, 90))
+    cut = truncate_file(src, tmp_path / f"cut{suffix}", keep_fraction=0.02)
+    with pytest.raises(VideoError):
+        probe_video(cut)
+
+
+def _rotate_mp4(src, dst, clockwise_deg: int = 90):
+    """Write the rotation into the track header's display matrix (what phones do)."""
+    data = bytearray(open(src, "rb").read())
+    i = data.find(b"tkhd")
+    off = i + 4 + (40 if data[i + 4] == 0 else 52)
+    one = 0x10000
+    a, b, c, d = {90: (0, one, -one, 0), 180: (-one, 0, 0, -one), 270: (0, -one, one, 0)}[clockwise_deg]
+    data[off:off + 36] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    open(dst, "wb").write(data)
+    return dst
+
+
+@pytest.mark.parametrize("deg", [90, 270])
+def test_rotation_metadata_applied(tmp_path, deg):
+    src = make_people_video(tmp_path / "land.mp4", seconds=0.5, size=(320, 180))
+    rot = _rotate_mp4(src, tmp_path / f"rot{deg}.mp4", deg)
+    info = probe_video(rot)
+    assert info.rotation_deg in (90, 270)
+    assert (info.width, info.height) == (180, 320)
+    _, _, frame = next(iter(sample_frames(rot, None)))
+    assert frame.shape == (320, 180, 3)
+    _, _, upright = next(iter(sample_frames(src, None)))
+    import cv2
+
+    expect = cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE if info.rotation_deg == 90 else cv2.ROTATE_90_COUNTERCLOCKWISE)
+    assert np.abs(expect.astype(int) - frame).mean() < 2
+
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+
+
+def _ffmpeg(*args):
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *map(str, args)], check=True, timeout=60)
+
+
+@needs_ffmpeg
+def test_rotation_with_ffmpeg(tmp_path):
+    src = make_empty_video(tmp_path / "land.avi", seconds=0.5, size=(160, 96))
+    dst = tmp_path / "rot.mp4"
+    _ffmpeg("-i", src, "-metadata:s:v:0", "rotate=90", "-c", "copy", dst)
+    info = probe_video(dst)
+    assert info.rotation_deg in (90, 270) and (info.width, info.height) == (96, 160)
+    assert next(iter(sample_frames(dst, None)))[2].shape == (160, 96, 3)
+
+
+@needs_ffmpeg
+def test_variable_frame_rate_file(tmp_path):
+    """A real VFR file: 0.5 s at 60 fps, 0.75 s at 20 fps, a 0.8 s gap, 0.5 s at 30 fps."""
+    src = make_empty_video(tmp_path / "src.avi", seconds=2.0, fps=30.0, size=(160, 96))
+    dst = tmp_path / "vfr.mp4"
+    pts = "if(lt(N,30),N/60,if(lt(N,45),0.5+(N-30)/20,2.0+(N-45)/30))/TB"
+    _ffmpeg("-i", src, "-vf", f"settb=1/600,setpts='{pts}'", "-fps_mode", "passthrough",
+            "-enc_time_base", "1:600", "-c:v", "mpeg4", "-q:v", "5", dst)
+    all_t = np.array([t for _, t, _ in sample_frames(dst, None)])
+    assert len(all_t) == 60 and all_t[-1] == pytest.approx(2.467, abs=0.01)
+    t = np.array([t for _, t, _ in sample_frames(dst, 22.0)])
+    assert (np.diff(t) > 0).all()
+    assert abs(np.sum(t < 0.5) - 11) <= 1  # 60 fps part resampled to ~22 Hz
+    assert np.sum((t >= 0.5) & (t < 1.25)) == 15  # 20 fps part: every frame, never duplicated
+    assert np.sum((t > 1.25) & (t < 2.0)) == 0  # the gap stays a gap
+    assert abs(np.sum(t >= 2.0) - 11) <= 1
+
+
+# --- pose stage end to end ---------------------------------------------------------------------------------
+
+def test_extract_tracks_people(people_30fps, estimator):
+    calls = []
+    ext = extract_tracks(people_30fps, estimator, target_fps=22.0, batch_size=8,
+                         progress=lambda done, total: calls.append((done, total)))
+    assert ext.n_frames == 66 and ext.sampled_fps == 22.0
+    assert (ext.width, ext.height) == (640, 360)
+    assert calls[-1] == (66, 66) and len(calls) == 9
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls)
+    # zidane.jpg: two persons, followed through the whole clip with stable ids
+    long = [t for t in ext.tracks if len(t) >= 50]
+    assert len(long) == 2
+    assert sorted(t.track_id for t in ext.tracks) == list(range(1, len(ext.tracks) + 1))
+    for t in long:
+        assert t.keypoints.shape == (len(t), 17, 3)
+        assert (np.diff(t.times) > 0).all()
+        np.testing.assert_allclose(t.times, ext.frame_times[t.frame_indices])
+        assert (t.keypoints[..., 0] <= 640).all() and (t.keypoints[..., 1] <= 360).all()
+    meta = ext.meta
+    assert meta["pose_model"]["name"] == "yolo11n-pose" and len(meta["pose_model"]["sha256"]) == 64
+    assert meta["pose_model"]["version"] and meta["imgsz"] == 320 and meta["source_fps"] == pytest.approx(30)
+    back = PoseExtraction.from_bytes(ext.to_bytes())
+    assert [t.track_id for t in back.tracks] == [t.track_id for t in ext.tracks]
+    assert back.meta == meta
+
+
+def test_extract_tracks_empty(tmp_path, estimator):
+    p = make_empty_video(tmp_path / "empty.mp4", seconds=1.0)
+    ext = extract_tracks(p, estimator, target_fps=22.0)
+    assert ext.tracks == [] and ext.n_frames == 22
+
+
+def test_extract_tracks_bad_file(tmp_path, estimator):
+    p = tmp_path / "x.mp4"
+    p.write_bytes(b"\x00" * 1000)
+    with pytest.raises(VideoError):
+        extract_tracks(p, estimator)

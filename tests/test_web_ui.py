@@ -1,0 +1,194 @@
+"""The pages (web.ui): upload form with CSRF, job page, jobs history; no external assets."""
+from __future__ import annotations
+
+import io
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from har.database import dispose_engines, session_scope
+from har.db import FAILED, QUEUED, Report
+from tests.test_web_api import (  # noqa: F401 - fixtures
+    add_done_job, add_job, app, client, clip, enqueued, make_app, make_settings, row_counts, settings,
+    stored_files,
+)
+
+EXTERNAL = re.compile(r"""(src|href|action)\s*=\s*["']?\s*(https?:)?//""", re.I)
+
+
+def csrf_token(html: bytes) -> str:
+    m = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', html) or \
+        re.search(rb'id="csrf_token" name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert m, "no CSRF token in the form"
+    return m.group(1).decode()
+
+
+def visible_text(html: bytes) -> str:
+    text = re.sub(rb"<(script|style)[^>]*>.*?</\1>", b" ", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(rb"<[^>]+>", b" ", text).decode())
+
+
+@pytest.fixture
+def csrf_app(settings, enqueued):
+    return make_app(settings, HAR_ENQUEUE=enqueued, WTF_CSRF_ENABLED=True)
+
+
+def test_upload_page_states_formats_and_limits(client, settings):
+    r = client.get("/")
+    assert r.status_code == 200
+    html = r.data
+    assert b'enctype="multipart/form-data"' in html
+    for ext in ("mp4", "mov", "avi", "mkv", "webm"):
+        assert f"<code>.{ext}</code>".encode() in html
+    assert f"Up to {settings.max_upload_mb} MB".encode() in html and b"10 minutes" in html
+    assert b"upload.js" in html and b"app.css" in html
+    assert not EXTERNAL.search(html.decode())
+
+
+def test_csrf_enforced_on_form(csrf_app, settings, enqueued, clip):
+    client = csrf_app.test_client()
+    r = client.post("/", data={"video": (io.BytesIO(clip.read_bytes()), "clip.mp4")},
+                    content_type="multipart/form-data")
+    assert r.status_code == 400
+    assert "form expired" in visible_text(r.data).lower()
+    assert stored_files(settings) == [] and row_counts(settings) == (0, 0, 0) and enqueued == []
+
+    token = csrf_token(client.get("/").data)
+    r = client.post("/", data={"csrf_token": token, "video": (io.BytesIO(clip.read_bytes()), "clip.mp4")},
+                    content_type="multipart/form-data")
+    assert r.status_code == 303
+    assert re.fullmatch(r"/jobs/[0-9a-f-]{36}", r.headers["Location"])
+    assert enqueued == [r.headers["Location"].rsplit("/", 1)[1]]
+
+
+def test_csrf_not_required_for_api(csrf_app, clip):
+    r = csrf_app.test_client().post("/api/jobs", data={"video": (io.BytesIO(clip.read_bytes()), "clip.mp4")},
+                                    content_type="multipart/form-data")
+    assert r.status_code == 202
+
+
+@pytest.mark.parametrize("data,name,status,words", [
+    (b"", "empty.mp4", 400, "is empty"),
+    (b"plain text, not a video" * 20, "notes.mp4", 422, "cannot be read as a video"),
+    (b"GIF89a", "anim.gif", 415, "not supported"),
+])
+def test_form_rejects_bad_uploads_with_message(client, settings, enqueued, data, name, status, words):
+    r = client.post("/", data={"video": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+    assert r.status_code == status
+    text = visible_text(r.data)
+    assert words in text and 'role="alert"' in r.data.decode()
+    assert "Recognise actions in a video" in text  # the form is shown again
+    assert stored_files(settings) == [] and row_counts(settings) == (0, 0, 0) and enqueued == []
+
+
+def test_form_oversize_friendly_page(tmp_path, enqueued):
+    settings = make_settings(tmp_path, max_upload_mb=1)
+    try:
+        client = make_app(settings, HAR_ENQUEUE=enqueued, WTF_CSRF_ENABLED=True).test_client()
+        token = csrf_token(client.get("/").data)
+        r = client.post("/", data={"csrf_token": token, "video": (io.BytesIO(b"\0" * (2 * 1024 * 1024)), "big.mp4")},
+                        content_type="multipart/form-data")
+        assert r.status_code == 413
+        assert r.mimetype == "text/html"
+        text = visible_text(r.data)
+        assert "File too large" in text and "limited to 1 MB" in text and "Upload a video" in text
+        assert stored_files(settings) == [] and row_counts(settings) == (0, 0, 0)
+    finally:
+        dispose_engines()
+
+
+def test_job_page_while_running_polls_api(client, settings):
+    job_id = add_job(settings, status="extracting", frames_done=40, frames_total=200,
+                     started_at=datetime.now(timezone.utc) - timedelta(seconds=8), stage="pose 40/200")
+    r = client.get(f"/jobs/{job_id}")
+    assert r.status_code == 200
+    html = r.data.decode()
+    assert f'data-status-url="/api/jobs/{job_id}"' in html and 'data-final="false"' in html
+    assert 'role="progressbar"' in html and 'aria-valuenow="17"' in html  # 0.85 * 40/200
+    text = visible_text(r.data)
+    assert "40 / 200 frames" in text and "pose 40/200" in text and "s left" in text
+    assert "job.js" in html
+    assert "Downloads" not in text
+
+
+def test_job_page_done_shows_people_timeline_and_downloads(client, settings, app):
+    job_id = add_done_job(settings, name="gym.mp4")
+    storage = app.extensions["har"]["storage"]
+    path, rel = storage.job_path(job_id, "annotated.webm")
+    path.write_bytes(b"\x1a\x45\xdf\xa3 fake webm")
+    with session_scope(settings) as s:
+        s.add(Report(job_id=job_id, kind="video", path=rel, media_type="video/webm", size_bytes=16, sha256="0" * 64))
+    r = client.get(f"/jobs/{job_id}")
+    assert r.status_code == 200
+    html, text = r.data.decode(), visible_text(r.data)
+    assert 'data-final="true"' in html and 'role="progressbar"' not in html
+    # per person: label and confidence as a percentage
+    assert "Person 1 Boxing 93 % confidence" in text
+    assert "Person 4 Uncertain 41 % confidence" in text
+    assert not re.search(r"\b0\.\d+\s?%", text)
+    # timeline: one row per person, segments placed along the 10 s video, legend
+    assert html.count('class="tl-track"') == 2
+    assert 'style="left: 0.0%; width: 62.5%; background: #009E73' in html
+    assert 'style="left: 62.5%; width: 37.0%; background: #D55E00' in html
+    assert 'aria-label="Boxing from 0:00.0 to 0:06.2, 97 %"' in html
+    assert 'aria-label="Legend"' in html and "Waving one hand" in text
+    # video and downloads
+    assert f'<video id="player" class="player" controls preload="metadata" src="/api/jobs/{job_id}/video">' in html
+    for fmt in ("html", "json", "csv"):
+        assert f"/api/jobs/{job_id}/report.{fmt}" in html
+    assert "yolo11n-pose" in text and "pose 12.50 s" in text
+    assert not EXTERNAL.search(html)
+
+
+def test_job_page_done_no_person(client, settings):
+    job_id = add_job(settings, status="done", result={"status": "no_person", "persons": [], "short_tracks": []},
+                     persons=0, overall_label="no_person")
+    text = visible_text(client.get(f"/jobs/{job_id}").data)
+    assert "No person was found" in text and "Timeline" not in text
+    listing = visible_text(client.get("/jobs").data)
+    assert "no person" in listing and "No person ·" not in listing
+
+
+def test_job_page_failed_shows_reason(client, settings):
+    job_id = add_job(settings, status=FAILED, error="The video could not be decoded after 2 s.")
+    text = visible_text(client.get(f"/jobs/{job_id}").data)
+    assert "The analysis failed" in text and "The video could not be decoded after 2 s." in text
+
+
+def test_unknown_job_page_404(client):
+    r = client.get("/jobs/does-not-exist")
+    assert r.status_code == 404 and r.mimetype == "text/html"
+    assert "There is no job with id does-not-exist." in visible_text(r.data)
+
+
+def test_jobs_list_newest_first_paginated_with_badges(tmp_path, enqueued):
+    settings = make_settings(tmp_path, jobs_per_page=5)
+    try:
+        client = make_app(settings, HAR_ENQUEUE=enqueued).test_client()
+        t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+        for i in range(12):
+            add_job(settings, created_at=t0 + timedelta(minutes=i), name=f"clip{i:02d}.mp4",
+                    status=FAILED if i == 11 else QUEUED, error="broken file" if i == 11 else None)
+        html = client.get("/jobs").data.decode()
+        names = re.findall(r">(clip\d\d\.mp4)</a>", html)
+        assert names == ["clip11.mp4", "clip10.mp4", "clip09.mp4", "clip08.mp4", "clip07.mp4"]
+        assert '<span class="badge badge-failed">failed</span>' in html and "broken file" in html
+        assert '<span class="badge badge-queued">queued</span>' in html
+        assert "Page 1 of 3" in visible_text(html.encode()) and 'href="/jobs?page=2"' in html
+        assert 'rel="prev"' not in html
+        page3 = client.get("/jobs?page=3").data.decode()
+        assert re.findall(r">(clip\d\d\.mp4)</a>", page3) == ["clip01.mp4", "clip00.mp4"]
+        assert 'rel="next"' not in page3 and 'href="/jobs?page=2"' in page3
+        failed = client.get("/jobs?status=failed").data.decode()
+        assert re.findall(r">(clip\d\d\.mp4)</a>", failed) == ["clip11.mp4"]
+        assert client.get("/jobs?page=abc").status_code == 200
+    finally:
+        dispose_engines()
+
+
+def test_static_assets_are_local(client):
+    for name in ("app.css", "job.js", "upload.js"):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and len(r.data) > 200
+        assert b"http://" not in r.data and b"https://" not in r.data

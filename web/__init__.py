@@ -1,0 +1,135 @@
+"""Flask front end: upload videos, follow their jobs, read the results.
+
+``create_app()`` builds the app from :func:`har.config.load_settings`; the database schema comes
+from the Alembic migrations (``har.database.upgrade_database``), never from this package.
+"""
+from __future__ import annotations
+
+from flask import Flask, current_app, g, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from har.config import Settings, load_settings
+
+csrf = CSRFProtect()
+
+
+def create_app(settings: Settings | None = None, **config) -> Flask:
+    """The WSGI app. ``config`` entries override Flask config keys (e.g. ``TESTING=True``)."""
+    from har.database import get_engine
+    from har.db import make_session_factory
+    from har.storage import Storage
+
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.resolved_secret_key,
+        MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,
+        JSON_SORT_KEYS=False,
+        HAR_SETTINGS=settings,
+        HAR_ENQUEUE=None,  # callable(job_id) to replace worker.celery_app.enqueue_job (tests)
+    )
+    app.config.update(config)
+    app.json.sort_keys = False
+
+    storage = Storage(settings.resolved_storage_dir)
+    engine = get_engine(settings)
+    app.extensions["har"] = {
+        "settings": settings,
+        "storage": storage,
+        "engine": engine,
+        "session_factory": make_session_factory(engine),
+    }
+
+    csrf.init_app(app)
+
+    from . import api, ui
+    from .filters import register_filters
+
+    app.register_blueprint(ui.bp)
+    app.register_blueprint(api.bp, url_prefix="/api")
+    csrf.exempt(api.bp)
+    register_filters(app)
+
+    @app.teardown_appcontext
+    def _close_session(exc):
+        session = g.pop("db_session", None)
+        if session is not None:
+            if exc is not None:
+                session.rollback()
+            session.close()
+
+    @app.after_request
+    def _security_headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "media-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'",
+        )
+        return resp
+
+    _register_error_handlers(app)
+    return app
+
+
+def get_settings() -> Settings:
+    return current_app.extensions["har"]["settings"]
+
+
+def get_storage():
+    return current_app.extensions["har"]["storage"]
+
+
+def get_session():
+    """The request's database session (closed when the request ends)."""
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["har"]["session_factory"]()
+    return g.db_session
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/api"
+
+
+def json_error(http_status: int, error: str, message: str, **extra):
+    body = {"error": error, "message": message}
+    body.update(extra)
+    resp = jsonify(body)
+    resp.status_code = http_status
+    return resp
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc):
+        limit = get_settings().max_upload_mb
+        message = f"The file is too large: uploads are limited to {limit} MB."
+        if wants_json():
+            return json_error(413, "file_too_large", message, max_upload_mb=limit)
+        return render_template("error.html", title="File too large", message=message, status=413), 413
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc):
+        message = "The form expired or was not sent from this site. Reload the page and try again."
+        return render_template("error.html", title="Form expired", message=message, status=400), 400
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        if wants_json():
+            return json_error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"),
+                              exc.description or exc.name)
+        return render_template("error.html", title=exc.name, message=exc.description,
+                               status=exc.code), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        if isinstance(exc, HTTPException):  # pragma: no cover - handled above
+            return _http(exc)
+        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        message = "Something went wrong on our side. Please try again later."
+        if wants_json():
+            return json_error(500, "internal_error", message)
+        return render_template("error.html", title="Server error", message=message, status=500), 500

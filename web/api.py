@@ -1,0 +1,202 @@
+"""REST API under /api: jobs, reports, annotated video, health, OpenAPI document."""
+from __future__ import annotations
+
+import math
+
+from flask import Blueprint, Response, jsonify, render_template, request, send_file, url_for
+from sqlalchemy import func, select, text
+
+from har.db import DONE, STATES, Job
+from har import reports as har_reports
+
+from . import get_session, get_settings, get_storage, json_error
+from .openapi import openapi_document
+from .serialize import job_detail, job_summary
+from .uploads import UploadError, accept_upload
+
+bp = Blueprint("api", __name__)
+
+REPORT_KINDS = {"json", "csv", "html"}
+
+
+def _load_job(job_id: str) -> Job | None:
+    if len(job_id) > 64:
+        return None
+    return get_session().get(Job, job_id)
+
+
+def _not_found(job_id: str):
+    return json_error(404, "not_found", f"No job with id {job_id}.")
+
+
+@bp.post("/jobs")
+def create_job():
+    if "video" not in request.files:
+        return json_error(400, "no_file", "Send the video as multipart/form-data in a field named 'video'.")
+    try:
+        job = accept_upload(request.files["video"], request.form, get_settings(), get_storage(), get_session())
+    except UploadError as exc:
+        extra = {"id": exc.job_id, "status_url": url_for("api.get_job", job_id=exc.job_id)} if exc.job_id else {}
+        return json_error(exc.status, exc.error, exc.message, **extra)
+    body = {
+        "id": job.id,
+        "status": job.status,
+        "url": url_for("ui.job_page", job_id=job.id),
+        "status_url": url_for("api.get_job", job_id=job.id),
+    }
+    resp = jsonify(body)
+    resp.status_code = 202
+    resp.headers["Location"] = body["status_url"]
+    return resp
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UploadError(400, "invalid_parameter", f"{name} must be a whole number.") from None
+    if not lo <= value <= hi:
+        raise UploadError(400, "invalid_parameter", f"{name} must be between {lo} and {hi}.")
+    return value
+
+
+def paginate_jobs(page: int, per_page: int, status: str | None):
+    session = get_session()
+    query = select(Job)
+    count = select(func.count()).select_from(Job)
+    if status:
+        query = query.where(Job.status == status)
+        count = count.where(Job.status == status)
+    total = session.scalar(count) or 0
+    jobs = session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id.desc()).offset((page - 1) * per_page).limit(per_page)
+    ).unique().all()
+    pages = max(1, math.ceil(total / per_page)) if per_page else 1
+    return jobs, total, pages
+
+
+@bp.get("/jobs")
+def list_jobs():
+    settings = get_settings()
+    try:
+        page = _int_arg("page", 1, 1, 1_000_000)
+        per_page = _int_arg("per_page", settings.jobs_per_page, 1, 100)
+    except UploadError as exc:
+        return json_error(exc.status, exc.error, exc.message)
+    status = request.args.get("status") or None
+    if status is not None and status not in STATES:
+        return json_error(400, "invalid_parameter", f"status must be one of: {', '.join(STATES)}.")
+    jobs, total, pages = paginate_jobs(page, per_page, status)
+
+    def link(p):
+        args = {"page": p, "per_page": per_page}
+        if status:
+            args["status"] = status
+        return url_for("api.list_jobs", **args)
+
+    return jsonify({
+        "items": [job_summary(j) for j in jobs],
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        "pages": pages,
+        "links": {
+            "self": link(page),
+            "next": link(page + 1) if page < pages else None,
+            "prev": link(min(page - 1, pages)) if page > 1 else None,
+        },
+    })
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    job = _load_job(job_id)
+    if job is None:
+        return _not_found(job_id)
+    resp = jsonify(job_detail(job))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/jobs/<job_id>/report.<fmt>")
+def report(job_id: str, fmt: str):
+    if fmt not in REPORT_KINDS:
+        return json_error(404, "not_found", f"Unknown report format {fmt!r}; use json, csv or html.")
+    job = _load_job(job_id)
+    if job is None:
+        return _not_found(job_id)
+    if job.status != DONE:
+        if job.status == "failed":
+            message = f"The job failed, so there is no report: {job.error or 'no reason recorded'}"
+        else:
+            message = f"The job is not finished yet (status: {job.status}); try again when it is done."
+        return json_error(409, "not_ready", message, job_status=job.status)
+    download = request.args.get("download") in {"1", "true", "yes"}
+    name = f"har-{job.id[:8]}-report.{fmt}"
+    storage = get_storage()
+    row = next((r for r in job.reports if r.kind == fmt), None)
+    if row is not None and storage.exists(row.path):
+        return send_file(storage.path(row.path), mimetype=row.media_type or har_reports.MEDIA_TYPES[fmt],
+                         as_attachment=download, download_name=name, max_age=0)
+    body = har_reports.render_report(job, fmt)  # older job or missing file: render on demand
+    resp = Response(body, mimetype=har_reports.MEDIA_TYPES[fmt].split(";")[0])
+    if download:
+        resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return resp
+
+
+@bp.get("/jobs/<job_id>/video")
+def annotated_video(job_id: str):
+    job = _load_job(job_id)
+    if job is None:
+        return _not_found(job_id)
+    storage = get_storage()
+    row = next((r for r in job.reports if r.kind == "video"), None)
+    if row is None or not storage.exists(row.path):
+        message = ("The annotated video is not available yet." if job.status not in ("done", "failed")
+                   else "This job has no annotated video.")
+        return json_error(404, "not_available", message)
+    ext = row.path.rsplit(".", 1)[-1] if "." in row.path else "webm"
+    return send_file(storage.path(row.path), mimetype=row.media_type or "video/webm", conditional=True,
+                     as_attachment=request.args.get("download") in {"1", "true", "yes"},
+                     download_name=f"har-{job.id[:8]}-annotated.{ext}", max_age=0)
+
+
+@bp.get("/health")
+def health():
+    settings = get_settings()
+    checks = {}
+    try:
+        get_session().execute(text("SELECT 1"))
+        checks["database"] = {"ok": True}
+    except Exception as exc:  # noqa: BLE001 - report any failure
+        checks["database"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    try:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        checks["redis"] = {"ok": True}
+    except Exception as exc:  # noqa: BLE001
+        checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    ok = all(c["ok"] for c in checks.values())
+    resp = jsonify({"status": "ok" if ok else "unavailable", "checks": checks})
+    resp.status_code = 200 if ok else 503
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document(get_settings()))
+
+
+@bp.get("/docs")
+def docs():
+    return render_template("api_docs.html", spec=openapi_document(get_settings()))

@@ -1,0 +1,326 @@
+"""The API's OpenAPI 3.1 document, written by hand (served at /api/openapi.json, shown at /api/docs)."""
+from __future__ import annotations
+
+from typing import Any
+
+from har.db import STATES
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "The job's id (a UUID).",
+          "schema": {"type": "string", "format": "uuid"}}
+
+
+def openapi_document(settings=None) -> dict[str, Any]:
+    max_mb = getattr(settings, "max_upload_mb", 500)
+    max_s = getattr(settings, "max_video_seconds", 600.0)
+    exts = ", ".join(sorted(getattr(settings, "allowed_extension_set", {"mp4", "mov", "avi", "mkv", "webm"})))
+    nullable_num = {"type": ["number", "null"]}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Human action recognition API",
+            "version": "1.0.0",
+            "description": (
+                "Upload a video, follow the job, and get per person a timeline of actions "
+                "(jumping, jumping jacks, boxing, waving two hands, waving one hand, clapping) with "
+                "confidences. Jobs move queued → extracting → classifying → reporting → done, or to "
+                "failed with a reason. Every error is JSON: `{\"error\": code, \"message\": text}`. "
+                "Confidences are probabilities in [0, 1]."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "tags": [{"name": "jobs"}, {"name": "reports"}, {"name": "service"}],
+        "paths": {
+            "/api/jobs": {
+                "post": {
+                    "tags": ["jobs"],
+                    "operationId": "createJob",
+                    "summary": "Upload a video and start a job",
+                    "description": (f"Accepted containers: {exts}. At most {max_mb} MB and {max_s:g} seconds. "
+                                    "The file is checked (readable video, not empty, not truncated) before a "
+                                    "job is created."),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"multipart/form-data": {"schema": {
+                            "type": "object",
+                            "required": ["video"],
+                            "properties": {
+                                "video": {"type": "string", "format": "binary", "description": "The video file."},
+                                "imgsz": {"type": "integer", "minimum": 320, "maximum": 1280, "multipleOf": 32,
+                                          "description": "Pose model input size in pixels (default: server setting)."},
+                                "fps": {"type": "number", "minimum": 5, "maximum": 60,
+                                        "description": "Frames per second analysed (default: the action model's rate)."},
+                                "stride": {"type": "integer", "minimum": 1, "maximum": 32,
+                                           "description": "Sampled frames between classification windows."},
+                            },
+                        }}},
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Accepted; the job is queued.",
+                            "headers": {"Location": {"description": "The job's status URL.",
+                                                     "schema": {"type": "string"}}},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreated"}}},
+                        },
+                        "400": _error("No file, an empty file or an invalid parameter."),
+                        "413": _error(f"The file is larger than {max_mb} MB."),
+                        "415": _error("Unsupported file extension."),
+                        "422": _error("Not a readable video (corrupt, truncated) or longer than the limit."),
+                        "503": _error("The queue is unavailable; the job was created and marked failed "
+                                      "(its `id` and `status_url` are included)."),
+                    },
+                },
+                "get": {
+                    "tags": ["jobs"],
+                    "operationId": "listJobs",
+                    "summary": "List jobs, newest first",
+                    "parameters": [
+                        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+                        {"name": "per_page", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 100,
+                                    "default": getattr(settings, "jobs_per_page", 20)}},
+                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATES)}},
+                    ],
+                    "responses": {
+                        "200": {"description": "One page of jobs.",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobPage"}}}},
+                        "400": _error("Invalid page, per_page or status."),
+                    },
+                },
+            },
+            "/api/jobs/{job_id}": {
+                "get": {
+                    "tags": ["jobs"],
+                    "operationId": "getJob",
+                    "summary": "Status, progress, history and (when done) the result of a job",
+                    "parameters": [JOB_ID],
+                    "responses": {
+                        "200": {"description": "The job.",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                        "404": _error("Unknown job."),
+                    },
+                },
+            },
+            "/api/jobs/{job_id}/report.json": _report_path(
+                "json", "application/json",
+                "The result document (see docs/contracts.md) plus `report`, `job`, `source` and `timings`."),
+            "/api/jobs/{job_id}/report.csv": _report_path(
+                "csv", "text/csv",
+                "Columns: job_id, track_id, row_type (`person` = the whole track with its overall label, "
+                "`segment` = one stretch of its timeline), label, start_s, end_s, duration_s, confidence "
+                "(0–1), frames (person rows only). Per person: its person row, then its segments by start time."),
+            "/api/jobs/{job_id}/report.html": _report_path(
+                "html", "text/html", "A standalone human-readable report (no external assets)."),
+            "/api/jobs/{job_id}/video": {
+                "get": {
+                    "tags": ["reports"],
+                    "operationId": "getAnnotatedVideo",
+                    "summary": "The annotated video (WebM), with byte-range support",
+                    "parameters": [JOB_ID, {"name": "download", "in": "query", "schema": {"type": "boolean"},
+                                            "description": "Send as an attachment."}],
+                    "responses": {
+                        "200": {"description": "The video.", "content": {"video/webm": {"schema": {"type": "string", "format": "binary"}}}},
+                        "206": {"description": "Part of the video (Range request)."},
+                        "404": _error("Unknown job, or no annotated video (yet)."),
+                    },
+                },
+            },
+            "/api/health": {
+                "get": {
+                    "tags": ["service"],
+                    "operationId": "health",
+                    "summary": "Whether the database and Redis are reachable",
+                    "responses": {
+                        "200": {"description": "All dependencies reachable.",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
+                        "503": {"description": "A dependency is unreachable (see `checks`).",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
+                    },
+                },
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "tags": ["service"],
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document.",
+                                          "content": {"application/json": {"schema": {"type": "object"}}}}},
+                },
+            },
+            "/api/docs": {
+                "get": {
+                    "tags": ["service"],
+                    "operationId": "docs",
+                    "summary": "This document as a web page",
+                    "responses": {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+                },
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {
+                        "error": {"type": "string", "description": "Machine-readable code, e.g. `invalid_video`."},
+                        "message": {"type": "string", "description": "What went wrong, for people."},
+                    },
+                },
+                "JobCreated": {
+                    "type": "object",
+                    "required": ["id", "status", "url", "status_url"],
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "status": {"type": "string", "enum": list(STATES)},
+                        "url": {"type": "string", "description": "The job's web page."},
+                        "status_url": {"type": "string", "description": "GET this for the status."},
+                    },
+                },
+                "Progress": {
+                    "type": "object",
+                    "properties": {
+                        "frames_done": {"type": "integer"},
+                        "frames_total": {"type": "integer"},
+                        "fraction": {"type": "number", "minimum": 0, "maximum": 1,
+                                     "description": "Overall progress across stages."},
+                        "eta_s": {**nullable_num, "description": "Seconds left in pose extraction (estimate)."},
+                    },
+                },
+                "Event": {
+                    "type": "object",
+                    "properties": {"status": {"type": "string"}, "message": {"type": ["string", "null"]},
+                                   "at": {"type": "string", "format": "date-time"}},
+                },
+                "Video": {
+                    "type": "object",
+                    "properties": {
+                        "original_filename": {"type": "string"}, "size_bytes": {"type": "integer"},
+                        "sha256": {"type": "string"}, "container": {"type": "string"},
+                        "codec": {"type": ["string", "null"]}, "duration_s": {"type": "number"},
+                        "fps": {"type": "number"}, "frame_count": {"type": "integer"},
+                        "width": {"type": "integer"}, "height": {"type": "integer"},
+                        "rotation_deg": {"type": "integer"},
+                    },
+                },
+                "JobSummary": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "status": {"type": "string", "enum": list(STATES)},
+                        "stage": {"type": ["string", "null"]},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                        "original_filename": {"type": ["string", "null"]},
+                        "duration_s": nullable_num,
+                        "progress": {"type": "number"},
+                        "overall_label": {"type": ["string", "null"]},
+                        "overall_confidence": nullable_num,
+                        "persons": {"type": ["integer", "null"]},
+                        "error": {"type": ["string", "null"]},
+                        "url": {"type": "string"},
+                        "status_url": {"type": "string"},
+                    },
+                },
+                "JobPage": {
+                    "type": "object",
+                    "properties": {
+                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/JobSummary"}},
+                        "page": {"type": "integer"}, "per_page": {"type": "integer"},
+                        "total": {"type": "integer"}, "pages": {"type": "integer"},
+                        "links": {"type": "object", "properties": {
+                            "self": {"type": "string"}, "next": {"type": ["string", "null"]},
+                            "prev": {"type": ["string", "null"]}}},
+                    },
+                },
+                "Job": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "status": {"type": "string", "enum": list(STATES)},
+                        "stage": {"type": ["string", "null"]},
+                        "final": {"type": "boolean"},
+                        "error": {"type": ["string", "null"], "description": "Why the job failed."},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "updated_at": {"type": ["string", "null"], "format": "date-time"},
+                        "started_at": {"type": ["string", "null"], "format": "date-time"},
+                        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                        "attempts": {"type": "integer"},
+                        "progress": {"$ref": "#/components/schemas/Progress"},
+                        "params": {"type": "object"},
+                        "timings": {"type": "object", "additionalProperties": {"type": "number"},
+                                    "description": "Seconds per stage."},
+                        "video": {"$ref": "#/components/schemas/Video"},
+                        "models": {"type": "object"},
+                        "summary": {"type": "object", "properties": {
+                            "overall_label": {"type": ["string", "null"]},
+                            "overall_confidence": nullable_num,
+                            "persons": {"type": ["integer", "null"]}}},
+                        "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                        "links": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+                        "result": {"oneOf": [{"$ref": "#/components/schemas/Result"}, {"type": "null"}]},
+                    },
+                },
+                "Segment": {
+                    "type": "object",
+                    "properties": {"label": {"type": "string"}, "start_s": {"type": "number"},
+                                   "end_s": {"type": "number"}, "confidence": {"type": "number"}},
+                },
+                "Person": {
+                    "type": "object",
+                    "properties": {
+                        "track_id": {"type": "integer"}, "start_s": {"type": "number"},
+                        "end_s": {"type": "number"}, "frames": {"type": "integer"},
+                        "label": {"type": "string", "description": "A class name or `uncertain`."},
+                        "confidence": {"type": "number"},
+                        "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+                        "segments": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"}},
+                        "windows": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "Result": {
+                    "type": "object",
+                    "description": "The result document (docs/contracts.md).",
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok", "no_person"]},
+                        "classes": {"type": "array", "items": {"type": "string"}},
+                        "models": {"type": "object"},
+                        "video": {"type": "object"},
+                        "params": {"type": "object"},
+                        "persons": {"type": "array", "items": {"$ref": "#/components/schemas/Person"}},
+                        "short_tracks": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "Health": {
+                    "type": "object",
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+                        "checks": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                            "ok": {"type": "boolean"}, "error": {"type": "string"}}}},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _report_path(fmt: str, media_type: str, description: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "tags": ["reports"],
+            "operationId": f"getReport{fmt.upper()}",
+            "summary": f"The {fmt.upper()} report of a finished job",
+            "description": description,
+            "parameters": [JOB_ID, {"name": "download", "in": "query", "schema": {"type": "boolean"},
+                                    "description": "Send as an attachment."}],
+            "responses": {
+                "200": {"description": "The report.", "content": {media_type: {"schema": {"type": "string"}}}},
+                "404": _error("Unknown job."),
+                "409": _error("The job is not done (still running, or failed)."),
+            },
+        },
+    }

@@ -1,0 +1,132 @@
+"""JSON views of jobs, shared by the API and the pages."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import url_for
+
+from har.db import DONE, EXTRACTING, TERMINAL_STATES, Job
+
+from .filters import iso
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def eta_seconds(job: Job, now: datetime | None = None) -> float | None:
+    """Seconds left in pose extraction, from the rate so far; None when unknown or not extracting."""
+    if job.status != EXTRACTING or not job.frames_total or job.frames_done <= 0:
+        return None
+    started = _utc(job.started_at)
+    if started is None:
+        started = next((_utc(e.at) for e in job.events if e.status == EXTRACTING), None)
+    if started is None:
+        return None
+    elapsed = ((now or datetime.now(timezone.utc)) - started).total_seconds()
+    if elapsed <= 0:
+        return None
+    left = max(0, job.frames_total - job.frames_done)
+    return round(elapsed * left / job.frames_done, 1)
+
+
+def progress(job: Job) -> dict[str, Any]:
+    return {
+        "frames_done": job.frames_done or 0,
+        "frames_total": job.frames_total or 0,
+        "fraction": round(float(job.progress), 4),
+        "eta_s": eta_seconds(job),
+    }
+
+
+def video_facts(job: Job) -> dict[str, Any] | None:
+    v = job.video
+    if v is None:
+        return None
+    return {
+        "original_filename": v.original_filename,
+        "size_bytes": v.size_bytes,
+        "sha256": v.sha256,
+        "container": v.container,
+        "codec": v.codec,
+        "duration_s": v.duration_s,
+        "fps": v.fps,
+        "frame_count": v.frame_count,
+        "width": v.width,
+        "height": v.height,
+        "rotation_deg": v.rotation_deg,
+    }
+
+
+def models_used(job: Job) -> dict[str, Any]:
+    models = dict(((job.result or {}).get("models")) or {})
+    if not models:
+        if job.pose_model:
+            models["pose"] = {"name": job.pose_model}
+        if job.action_model:
+            models["action"] = {"name": job.action_model}
+    return models
+
+
+def links(job: Job) -> dict[str, str | None]:
+    done = job.status == DONE
+    kinds = {r.kind for r in job.reports}
+    return {
+        "self": url_for("api.get_job", job_id=job.id),
+        "page": url_for("ui.job_page", job_id=job.id),
+        "report_json": url_for("api.report", job_id=job.id, fmt="json") if done else None,
+        "report_csv": url_for("api.report", job_id=job.id, fmt="csv") if done else None,
+        "report_html": url_for("api.report", job_id=job.id, fmt="html") if done else None,
+        "video": url_for("api.annotated_video", job_id=job.id) if "video" in kinds else None,
+    }
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    v = job.video
+    return {
+        "id": job.id,
+        "status": job.status,
+        "stage": job.stage,
+        "created_at": iso(job.created_at),
+        "finished_at": iso(job.finished_at) or None,
+        "original_filename": v.original_filename if v else None,
+        "duration_s": v.duration_s if v else None,
+        "progress": round(float(job.progress), 4),
+        "overall_label": job.overall_label,
+        "overall_confidence": job.overall_confidence,
+        "persons": job.persons,
+        "error": job.error,
+        "url": url_for("ui.job_page", job_id=job.id),
+        "status_url": url_for("api.get_job", job_id=job.id),
+    }
+
+
+def job_detail(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "stage": job.stage,
+        "final": job.status in TERMINAL_STATES,
+        "error": job.error,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at) or None,
+        "started_at": iso(job.started_at) or None,
+        "finished_at": iso(job.finished_at) or None,
+        "attempts": job.attempts or 0,
+        "progress": progress(job),
+        "params": dict(job.params or {}),
+        "timings": dict(job.timings or {}),
+        "video": video_facts(job),
+        "models": models_used(job),
+        "summary": {
+            "overall_label": job.overall_label,
+            "overall_confidence": job.overall_confidence,
+            "persons": job.persons,
+        },
+        "events": [{"status": e.status, "message": e.message, "at": iso(e.at)} for e in job.events],
+        "links": links(job),
+        "result": job.result if job.status == DONE else None,
+    }

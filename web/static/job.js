@@ -1,0 +1,78 @@
+// Job page: follow the job through the API until it ends, then reload to show the result.
+// Also links the timeline to the annotated video (click a segment to seek; a playhead follows).
+(function () {
+  "use strict";
+  var root = document.getElementById("job");
+  if (!root) return;
+
+  function text(id, value) { var el = document.getElementById(id); if (el) el.textContent = value; }
+
+  function formatEta(s) {
+    if (s === null || s === undefined) return "";
+    s = Math.round(s);
+    if (s < 60) return "· about " + s + " s left";
+    return "· about " + Math.floor(s / 60) + " min " + (s % 60) + " s left";
+  }
+
+  function render(job) {
+    var p = job.progress || {};
+    var pct = Math.round((p.fraction || 0) * 1000) / 10;
+    var fill = document.getElementById("progress-fill");
+    if (fill) fill.style.width = pct + "%";
+    var bar = document.getElementById("progressbar");
+    if (bar) bar.setAttribute("aria-valuenow", String(Math.round(pct)));
+    text("stage", job.stage || job.status);
+    text("frames", (p.frames_done || 0) + " / " + (p.frames_total || 0) + " frames");
+    text("eta", formatEta(p.eta_s));
+    var badge = document.querySelector("#status-badge .badge");
+    if (badge) { badge.textContent = job.status; badge.className = "badge badge-" + job.status; }
+    var order = ["queued", "extracting", "classifying", "reporting", "done"];
+    var idx = order.indexOf(job.status);
+    document.querySelectorAll("#steps li").forEach(function (li) {
+      var i = order.indexOf(li.getAttribute("data-step"));
+      li.className = i < idx ? "done" : (i === idx ? "current" : "");
+      if (i === idx) li.setAttribute("aria-current", "step"); else li.removeAttribute("aria-current");
+    });
+  }
+
+  var delay = 1000, failures = 0;
+  function poll() {
+    fetch(root.getAttribute("data-status-url"), { headers: { "Accept": "application/json" }, cache: "no-store" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (job) {
+        failures = 0;
+        render(job);
+        if (job.final) { window.location.reload(); return; }
+        delay = Math.min(3000, delay + 250);
+        setTimeout(poll, delay);
+      })
+      .catch(function () {
+        failures += 1;
+        text("stage", "connection problem, retrying…");
+        setTimeout(poll, Math.min(15000, 1000 * Math.pow(2, failures)));
+      });
+  }
+  if (root.getAttribute("data-final") !== "true") setTimeout(poll, delay);
+
+  // Timeline <-> video.
+  var player = document.getElementById("player");
+  var timeline = document.getElementById("timeline");
+  if (timeline) {
+    var duration = parseFloat(timeline.getAttribute("data-duration")) || 1;
+    timeline.querySelectorAll(".tl-seg").forEach(function (seg) {
+      seg.addEventListener("click", function () {
+        if (!player) return;
+        player.currentTime = parseFloat(seg.getAttribute("data-start")) || 0;
+        player.play && player.play().catch(function () {});
+        player.scrollIntoView({ behavior: "smooth", block: "nearest" });
+      });
+    });
+    if (player) {
+      var heads = timeline.querySelectorAll(".tl-playhead");
+      player.addEventListener("timeupdate", function () {
+        var left = Math.min(100, 100 * player.currentTime / duration) + "%";
+        heads.forEach(function (h) { h.hidden = false; h.style.left = left; });
+      });
+    }
+  }
+})();

@@ -1,0 +1,93 @@
+"""Pages: upload form, job page (polls the API), jobs history."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from wtforms import DecimalField, FileField, IntegerField
+from wtforms.validators import Optional
+
+from har import reports as har_reports
+from har.db import STATES, TERMINAL_STATES, Job
+
+from . import get_session, get_settings, get_storage
+from .serialize import eta_seconds
+from .uploads import PARAM_FIELDS, UploadError, accept_upload
+
+bp = Blueprint("ui", __name__)
+
+
+class UploadForm(FlaskForm):
+    """The upload form; checks beyond CSRF are shared with the API (web.uploads)."""
+
+    video = FileField("Video file")
+    imgsz = IntegerField("Pose input size (px)", validators=[Optional()])
+    fps = DecimalField("Frames per second analysed", validators=[Optional()])
+    stride = IntegerField("Window stride (frames)", validators=[Optional()])
+
+
+def _limits():
+    s = get_settings()
+    return {
+        "extensions": sorted(s.allowed_extension_set),
+        "max_upload_mb": s.max_upload_mb,
+        "max_video_seconds": s.max_video_seconds,
+        "params": PARAM_FIELDS,
+        "defaults": {"imgsz": s.pose_imgsz, "fps": s.sample_fps or None, "stride": s.window_stride},
+    }
+
+
+@bp.route("/", methods=["GET", "POST"])
+def upload():
+    form = UploadForm()
+    if request.method == "POST":
+        # CSRF is checked by CSRFProtect before we get here.
+        try:
+            job = accept_upload(request.files.get("video"), request.form, get_settings(), get_storage(),
+                                get_session())
+        except UploadError as exc:
+            flash(exc.message, "error")
+            failed_job = exc.job_id
+            return render_template("upload.html", form=form, failed_job=failed_job, **_limits()), exc.status
+        return redirect(url_for("ui.job_page", job_id=job.id), code=303)
+    return render_template("upload.html", form=form, failed_job=None, **_limits())
+
+
+@bp.get("/jobs")
+def jobs():
+    from .api import paginate_jobs
+
+    settings = get_settings()
+    try:
+        page = max(1, int(request.args.get("page", 1)))
+    except ValueError:
+        page = 1
+    status = request.args.get("status") or None
+    if status not in STATES:
+        status = None
+    per_page = settings.jobs_per_page
+    items, total, pages = paginate_jobs(page, per_page, status)
+    return render_template("jobs.html", jobs=items, page=page, pages=pages, total=total, status=status,
+                           states=STATES, per_page=per_page)
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str):
+    job = get_session().get(Job, job_id) if len(job_id) <= 64 else None
+    if job is None:
+        abort(404, description=f"There is no job with id {job_id}.")
+    result = job.result or {}
+    duration = har_reports.timeline_duration(result, job.video.duration_s if job.video else None)
+    has_video = any(r.kind == "video" for r in job.reports) and get_storage().exists(
+        next(r.path for r in job.reports if r.kind == "video"))
+    return render_template(
+        "job.html",
+        job=job,
+        result=result,
+        final=job.status in TERMINAL_STATES,
+        rows=har_reports.timeline_rows(result, duration),
+        legend=har_reports.legend(result),
+        duration=duration,
+        has_video=has_video,
+        eta=eta_seconds(job),
+        stages=("queued", "extracting", "classifying", "reporting", "done"),
+    )

@@ -1,0 +1,160 @@
+"""Upload handling shared by the form and the API: validate, store, probe, create the job, enqueue.
+
+Order matters: nothing reaches the database until the file is known to be a readable video within
+the limits, and a rejected upload leaves nothing behind in storage.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from flask import current_app
+
+from har.db import Job
+from har.storage import UploadTooLarge, file_extension
+
+log = logging.getLogger(__name__)
+
+# Optional per-job parameters: form field -> (key in Job.params, type, min, max, help).
+PARAM_FIELDS: dict[str, tuple[str, type, float, float, str]] = {
+    "imgsz": ("imgsz", int, 320, 1280, "pose model input size in pixels, a multiple of 32"),
+    "fps": ("sample_fps", float, 5.0, 60.0, "frames per second analysed"),
+    "stride": ("stride", int, 1, 32, "frames between two classification windows"),
+}
+
+
+@dataclass
+class UploadError(Exception):
+    """A rejected upload: HTTP status, machine-readable code and a message for people."""
+
+    status: int
+    error: str
+    message: str
+    job_id: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def parse_params(form: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the optional imgsz / fps / stride fields; empty fields mean "use the default"."""
+    params: dict[str, Any] = {}
+    for field, (key, typ, lo, hi, help_) in PARAM_FIELDS.items():
+        raw = form.get(field)
+        if raw is None or str(raw).strip() == "":
+            continue
+        try:
+            value = typ(str(raw).strip())
+        except ValueError:
+            raise UploadError(400, "invalid_parameter",
+                              f"{field} must be a {'whole ' if typ is int else ''}number ({help_}).") from None
+        if value != value or not (lo <= value <= hi):  # NaN or out of range
+            raise UploadError(400, "invalid_parameter", f"{field} must be between {lo:g} and {hi:g} ({help_}).")
+        if field == "imgsz" and value % 32:
+            raise UploadError(400, "invalid_parameter", f"imgsz must be a multiple of 32 (got {value}).")
+        params[key] = value
+    return params
+
+
+def _enqueue(job_id: str, settings) -> None:
+    hook = current_app.config.get("HAR_ENQUEUE")
+    if hook is not None:
+        hook(job_id)
+        return
+    if not settings.task_always_eager:
+        # Fail fast when the broker is unreachable (publishing retries for many seconds otherwise).
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    from worker.celery_app import enqueue_job
+
+    enqueue_job(job_id, settings)
+
+
+def _human_limit(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> Job:
+    """Validate and store an upload (a werkzeug ``FileStorage``), create its job and enqueue it.
+
+    Raises :class:`UploadError` for anything the user must fix (4xx) or when the queue is down (503;
+    the job then exists and is marked failed with the reason).
+    """
+    from models.video import VideoError, probe_video
+
+    allowed = sorted(settings.allowed_extension_set)
+    if file is None or not (file.filename or "").strip():
+        raise UploadError(400, "no_file", "Choose a video file to upload.")
+    filename = file.filename
+    ext = file_extension(filename)
+    if ext not in settings.allowed_extension_set:
+        shown = f".{ext}" if ext else "files without an extension"
+        raise UploadError(415, "unsupported_type",
+                          f"{shown} is not supported. Upload one of: {', '.join('.' + e for e in allowed)}.")
+    params = parse_params(form)
+
+    max_bytes = settings.max_upload_mb * 1024 * 1024
+    try:
+        rel, sha256, size = storage.save_upload(file, filename, max_bytes=max_bytes)
+    except UploadTooLarge:
+        raise UploadError(413, "file_too_large",
+                          f"The file is too large: uploads are limited to {settings.max_upload_mb} MB.") from None
+    try:
+        if size == 0:
+            raise UploadError(400, "empty_file", f"“{filename}” is empty (0 bytes).")
+        try:
+            info = probe_video(storage.path(rel))
+        except VideoError as exc:
+            raise UploadError(422, "invalid_video", f"“{filename}” cannot be read as a video: {exc}") from None
+        if info.duration_s is not None and info.duration_s > settings.max_video_seconds:
+            raise UploadError(
+                422, "video_too_long",
+                f"The video is {info.duration_s:.0f} s long; the limit is {_human_limit(settings.max_video_seconds)}.",
+            )
+    except BaseException:
+        storage.delete(rel)
+        raise
+
+    video_fields = {
+        "path": rel,
+        "original_filename": filename[:255],
+        "sha256": sha256,
+        "size_bytes": size,
+        "container": ext,
+        "codec": (info.codec or None),
+        "duration_s": float(info.duration_s),
+        "fps": float(info.fps),
+        "frame_count": int(info.frame_count),
+        "width": int(info.width),
+        "height": int(info.height),
+        "rotation_deg": int(info.rotation_deg or 0),
+    }
+    from har.jobs import create_job, fail_job
+
+    try:
+        job = create_job(session, video_fields, params)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        storage.delete(rel)
+        raise
+
+    try:
+        _enqueue(job.id, settings)
+    except Exception as exc:  # the broker is down: never leave a silently stuck job
+        log.exception("could not enqueue job %s", job.id)
+        reason = "The job could not be queued: the processing service is unavailable. Please try again later."
+        session.refresh(job)
+        fail_job(session, job, f"{reason} ({type(exc).__name__})")
+        session.commit()
+        raise UploadError(503, "queue_unavailable", reason, job_id=job.id) from None
+    return job

@@ -1,0 +1,1 @@
+"""Celery workers: pose → classify → report (see worker.celery_app)."""

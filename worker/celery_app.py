@@ -1,0 +1,112 @@
+"""The one Celery app of the service, and :func:`enqueue_job` for the web app.
+
+Start the workers (one per queue)::
+
+    celery -A worker.celery_app worker -Q pose --concurrency 1
+    celery -A worker.celery_app worker -Q classify --concurrency 1
+
+Importing this module imports no model code: the web app only sends the first task by name.
+"""
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from har.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+POSE_TASK = "har.pose"
+CLASSIFY_TASK = "har.classify"
+REPORT_TASK = "har.report"
+SWEEP_TASK = "har.sweep"
+
+TASK_MODULES = ["worker.tasks.pose", "worker.tasks.classify", "worker.tasks.report", "worker.sweep",
+                "worker.lifecycle"]
+
+# A task whose message is not acknowledged within this many seconds is delivered again (Redis
+# broker with acks late): it must exceed the longest task; the job's own attempt limit and the
+# heartbeat (worker.runtime) keep a redelivered duplicate from running the same stage twice at once.
+VISIBILITY_TIMEOUT_S = 4 * 3600
+TASK_SOFT_TIME_LIMIT_S = 3 * 3600
+TASK_TIME_LIMIT_S = TASK_SOFT_TIME_LIMIT_S + 300
+
+
+def celery_config(settings: Settings) -> dict:
+    return dict(
+        broker_url=settings.redis_url,
+        result_backend=settings.redis_url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_routes={
+            POSE_TASK: {"queue": settings.pose_queue},
+            CLASSIFY_TASK: {"queue": settings.classify_queue},
+            REPORT_TASK: {"queue": settings.report_queue},
+            SWEEP_TASK: {"queue": settings.classify_queue},
+        },
+        task_default_queue=settings.classify_queue,
+        task_ignore_result=True,  # the job row in the database is the result
+        result_expires=24 * 3600,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        task_soft_time_limit=TASK_SOFT_TIME_LIMIT_S,
+        task_time_limit=TASK_TIME_LIMIT_S,
+        task_always_eager=settings.task_always_eager,
+        task_eager_propagates=False,
+        worker_send_task_events=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        enable_utc=True,
+        timezone="UTC",
+    )
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or load_settings()
+    app = Celery("har", include=TASK_MODULES)
+    app.conf.update(celery_config(settings))
+    app.conf.har_settings = settings
+    return app
+
+
+celery_app = make_celery()
+app = celery_app  # `celery -A worker.celery_app` finds either name
+
+
+def get_settings() -> Settings:
+    return celery_app.conf.har_settings
+
+
+def send_stage(task_name: str, job_id: str, settings: Settings | None = None, countdown: float | None = None):
+    """Send one stage's task for ``job_id`` (to its queue, on the settings' broker)."""
+    settings = settings or get_settings()
+    if settings.task_always_eager:
+        # In-process (development/tests without a broker): run the stage now.
+        import importlib
+
+        for module in TASK_MODULES:
+            importlib.import_module(module)
+        return celery_app.tasks[task_name].apply(args=[job_id])
+    queue = {POSE_TASK: settings.pose_queue, CLASSIFY_TASK: settings.classify_queue,
+             REPORT_TASK: settings.report_queue}.get(task_name, settings.classify_queue)
+    if settings.redis_url == celery_app.conf.broker_url:
+        return celery_app.send_task(task_name, args=[job_id], queue=queue, countdown=countdown,
+                                    ignore_result=True)
+    with celery_app.connection_for_write(settings.redis_url) as conn:
+        return celery_app.send_task(task_name, args=[job_id], queue=queue, countdown=countdown, ignore_result=True,
+                                    connection=conn)
+
+
+def enqueue_job(job_id: str, settings: Settings | None = None) -> None:
+    """Start processing a job that is committed as ``queued``: send the pose task by name.
+
+    Raises the broker's error (e.g. ``kombu.exceptions.OperationalError``) when Redis is down; the
+    job stays ``queued`` and the workers' sweep (worker.sweep) enqueues it again later.
+    """
+    send_stage(POSE_TASK, str(job_id), settings)
+    log.info("job %s enqueued", job_id)

@@ -1,0 +1,235 @@
+"""What every stage task shares: claiming a job, heartbeats, failing with a readable reason.
+
+A stage task runs in three steps:
+
+1. :func:`claim` (one transaction, job row locked on PostgreSQL): skip the task when the job is
+   missing, final (done/failed), already past this stage, or being run right now by another live
+   worker; otherwise count the attempt (fail the job after ``MAX_ATTEMPTS`` starts of the same stage:
+   a video that kills the worker every time must not loop forever), move the job into the stage's
+   state and record which task/worker holds it.
+2. the work, with a :class:`Heartbeat` thread refreshing ``jobs.heartbeat_at`` (the sweep in
+   :mod:`worker.sweep` re-enqueues a stage whose heartbeat stopped: its worker died).
+3. the results and the next state written in one transaction, committed before the next task is
+   enqueued. Any exception instead fails the job with a reason a user can read.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from har.config import Settings
+from har.database import session_scope
+from har.db import CLASSIFYING, EXTRACTING, QUEUED, REPORTING, TERMINAL_STATES, Job, utcnow
+from har.jobs import as_utc, fail_job, set_status, stage_index
+from har.storage import Storage
+
+log = logging.getLogger("worker")
+
+MAX_ATTEMPTS = int(os.environ.get("HAR_MAX_ATTEMPTS", "3"))
+HEARTBEAT_S = float(os.environ.get("HAR_HEARTBEAT_S", "10"))
+# A running stage whose heartbeat is older than this is considered dead.
+STALE_AFTER_S = float(os.environ.get("HAR_STALE_AFTER_S", "120"))
+
+# stage name -> (state the job is in while the stage runs, states the task may start from)
+STAGES = {
+    "pose": (EXTRACTING, (QUEUED, EXTRACTING)),
+    "classify": (CLASSIFYING, (CLASSIFYING,)),
+    "report": (REPORTING, (REPORTING,)),
+}
+STAGE_MESSAGES = {"pose": "extracting poses", "classify": "classifying actions", "report": "writing reports"}
+
+
+class JobError(Exception):
+    """A failure whose message is meant for the user as it is."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_alive(holder: str | None, heartbeat_at, now=None, stale_after_s: float = STALE_AFTER_S,
+                 from_task: bool = True) -> bool:
+    """Whether the worker recorded in ``holder`` ("host:pid") may still be running the stage.
+
+    ``from_task``: asked by a task starting in this process; a worker process runs one task at a
+    time, so a holder with our own pid is an earlier run that is over. The sweep (a thread beside
+    the tasks) passes False: our own pid with a fresh heartbeat is then a task running right now.
+    """
+    if not holder:
+        return False
+    now = now or utcnow()
+    hb = as_utc(heartbeat_at)
+    if hb is None or now - hb > timedelta(seconds=stale_after_s):
+        return False
+    host, _, pid = holder.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        if int(pid) == os.getpid():
+            return not from_task
+        return _pid_alive(int(pid))
+    return True  # another machine with a fresh heartbeat
+
+
+@dataclass
+class Claim:
+    job_id: str
+    stage: str
+    task_id: str
+    attempt: int
+    started: float  # time.time() when the stage started
+    start_monotonic: float
+
+
+def claim(settings: Settings, job_id: str, stage: str, task_id: str | None) -> Claim | None:
+    """Take the job for ``stage`` or return None (the task is then a no-op). See the module doc."""
+    running_state, entry_states = STAGES[stage]
+    task_id = task_id or "local"
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+        if job is None:
+            log.warning("%s: job %s does not exist; skipped", stage, job_id)
+            return None
+        if job.status in TERMINAL_STATES:
+            log.info("%s: job %s is already %s; skipped", stage, job_id, job.status)
+            return None
+        if stage_index(job.status) > stage_index(running_state):
+            log.info("%s: job %s is already past this stage (%s); skipped", stage, job_id, job.status)
+            return None
+        if job.status not in entry_states:
+            log.warning("%s: job %s is %s, not ready for this stage; skipped", stage, job_id, job.status)
+            return None
+        rerun = job.status == running_state and job.task_id is not None
+        if rerun and job.task_id != task_id and holder_alive(job.worker, job.heartbeat_at):
+            log.info("%s: job %s is being processed by %s; duplicate skipped", stage, job_id, job.worker)
+            return None
+        attempt = (job.attempts or 0) + 1 if rerun else 1
+        if attempt > MAX_ATTEMPTS:
+            fail_job(s, job, f"Gave up after {MAX_ATTEMPTS} attempts at the {stage} stage: the worker "
+                             f"stopped (crashed, ran out of memory or was restarted) each time.")
+            log.error("%s: job %s failed: attempt limit reached", stage, job_id)
+            return None
+        if attempt > 1:
+            log.warning("%s: job %s: attempt %d (the previous run stopped before finishing)", stage, job_id, attempt)
+        now = utcnow()
+        message = STAGE_MESSAGES[stage] + (f" (attempt {attempt})" if attempt > 1 else "")
+        set_status(s, job, running_state, message, attempts=attempt, task_id=task_id,
+                   worker=worker_name(), heartbeat_at=now)
+        return Claim(job_id, stage, task_id, attempt, time.time(), time.monotonic())
+
+
+def beat(settings: Settings, job_id: str, task_id: str, **fields) -> bool:
+    """Refresh the heartbeat (and any ``fields``) while this task still holds the job."""
+    now = utcnow()
+    with session_scope(settings) as s:
+        res = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.task_id == task_id, Job.status.not_in(TERMINAL_STATES))
+            .values(heartbeat_at=now, updated_at=now, **fields)
+        )
+        return bool(res.rowcount)
+
+
+class Heartbeat:
+    """A daemon thread calling :func:`beat` every ``interval`` seconds while the stage runs."""
+
+    def __init__(self, settings: Settings, claim: Claim, interval: float = HEARTBEAT_S):
+        self.settings, self.claim, self.interval = settings, claim, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{claim.job_id[:8]}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                beat(self.settings, self.claim.job_id, self.claim.task_id)
+            except Exception:  # a missed beat is not fatal
+                log.warning("heartbeat for job %s failed", self.claim.job_id, exc_info=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def readable_reason(stage: str, exc: BaseException) -> str:
+    """A sentence for the user (and the log keeps the traceback)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, JobError):
+        return str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"The {stage} stage took longer than the time limit and was stopped."
+    try:
+        from models.video import VideoError
+    except Exception:  # pragma: no cover - models.video missing
+        VideoError = ()  # type: ignore[assignment]
+    if VideoError and isinstance(exc, VideoError):
+        return f"The video could not be read: {exc}"
+    if isinstance(exc, MemoryError):
+        return f"The {stage} stage ran out of memory."
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"Internal error in the {stage} stage ({detail[:500]})."
+
+
+def fail(settings: Settings, job_id: str, stage: str, exc: BaseException) -> None:
+    """Mark the job failed for ``exc`` (unless it is already final). Never raises."""
+    reason = readable_reason(stage, exc)
+    log.error("%s: job %s failed: %s", stage, job_id, reason, exc_info=exc)
+    try:
+        with session_scope(settings) as s:
+            job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+            if job is not None:
+                fail_job(s, job, reason)
+    except Exception:
+        log.exception("could not record the failure of job %s", job_id)
+        raise
+
+
+def storage(settings: Settings) -> Storage:
+    return Storage(settings.resolved_storage_dir)
+
+
+def stage_elapsed(c: Claim) -> float:
+    return round(time.monotonic() - c.start_monotonic, 3)
+
+
+def job_params(job: Job, settings: Settings) -> dict:
+    """The processing parameters of a job: its own ``params`` over the worker's settings."""
+    p = dict(job.params or {})
+    return {
+        "imgsz": int(p.get("imgsz") or settings.pose_imgsz),
+        "sample_fps": float(p.get("sample_fps") or settings.sample_fps or 0.0),
+        "stride": int(p.get("stride") or settings.window_stride),
+        "batch": int(p.get("batch") or settings.pose_batch),
+        "annotate": bool(p.get("annotate", settings.annotate_video)),
+    }
+
+
+def hand_over(settings: Settings, task_name: str, job_id: str) -> None:
+    """Enqueue the next stage (its state is already committed). If the broker is unreachable the
+    job is left waiting in that state and the sweep (worker.sweep) enqueues it again later."""
+    from worker.celery_app import send_stage
+
+    try:
+        send_stage(task_name, job_id, settings)
+    except Exception:
+        log.exception("could not enqueue %s for job %s; the sweep will retry", task_name, job_id)

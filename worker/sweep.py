@@ -1,0 +1,134 @@
+"""Recovery of jobs whose worker died, and of jobs whose next task was never enqueued.
+
+Acks late + reject-on-worker-lost make the broker deliver a task again when the process running it
+dies; this sweep covers what that cannot (the whole worker killed, Redis restarted without the
+message, the web app stopped between committing a job and enqueuing it):
+
+* a stage *held* by a worker (``jobs.task_id`` set) whose heartbeat stopped for ``STALE_AFTER_S``:
+  the stage is enqueued again, or the job fails once it used its ``MAX_ATTEMPTS`` starts;
+* a job *waiting* for its next stage (``queued``, or ``classifying``/``reporting`` not yet picked up)
+  for ``REQUEUE_AFTER_S``: the stage is enqueued again (a duplicate is harmless: tasks skip jobs that
+  are past their stage or held by a live worker).
+
+It runs in every worker at start-up and then every ``SWEEP_INTERVAL_S`` (one worker at a time, by a
+Redis lock), and by hand with ``python -m worker.sweep``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from har.config import Settings, load_settings
+from har.database import session_scope
+from har.db import CLASSIFYING, EXTRACTING, QUEUED, REPORTING, TERMINAL_STATES, Job, utcnow
+from har.jobs import as_utc, fail_job
+from worker import runtime
+from worker.celery_app import CLASSIFY_TASK, POSE_TASK, REPORT_TASK, SWEEP_TASK, celery_app, get_settings
+
+log = logging.getLogger("worker.sweep")
+
+REQUEUE_AFTER_S = float(os.environ.get("HAR_REQUEUE_AFTER_S", "1800"))
+SWEEP_INTERVAL_S = float(os.environ.get("HAR_SWEEP_INTERVAL_S", "60"))
+STAGE_TASK = {QUEUED: POSE_TASK, EXTRACTING: POSE_TASK, CLASSIFYING: CLASSIFY_TASK, REPORTING: REPORT_TASK}
+STAGE_NAME = {QUEUED: "pose", EXTRACTING: "pose", CLASSIFYING: "classify", REPORTING: "report"}
+
+
+def sweep(settings: Settings | None = None, now=None, stale_after_s: float | None = None,
+          requeue_after_s: float | None = None, max_attempts: int | None = None,
+          enqueue: bool = True) -> list[tuple[str, str]]:
+    """One pass; returns ``[(job_id, "requeued" | "failed"), ...]``."""
+    settings = settings or load_settings()
+    now = now or utcnow()
+    stale_after_s = runtime.STALE_AFTER_S if stale_after_s is None else stale_after_s
+    requeue_after_s = REQUEUE_AFTER_S if requeue_after_s is None else requeue_after_s
+    max_attempts = runtime.MAX_ATTEMPTS if max_attempts is None else max_attempts
+    actions: list[tuple[str, str]] = []
+    to_send: list[tuple[str, str]] = []
+    with session_scope(settings) as s:
+        ids = s.scalars(select(Job.id).where(Job.status.not_in(TERMINAL_STATES))).all()
+        for job_id in ids:
+            job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+            if job is None or job.status in TERMINAL_STATES:
+                continue
+            if job.task_id and job.worker:  # held by a worker
+                if runtime.holder_alive(job.worker, job.heartbeat_at, now, stale_after_s, from_task=False):
+                    continue
+                stage = STAGE_NAME[job.status]
+                if (job.attempts or 0) >= max_attempts:
+                    fail_job(s, job, f"Gave up after {job.attempts} attempts at the {stage} stage: the worker "
+                                     f"stopped (crashed, ran out of memory or was restarted) each time.")
+                    actions.append((job_id, "failed"))
+                    continue
+                log.warning("job %s: the %s stage stopped (worker %s silent since %s); enqueued again",
+                            job_id, stage, job.worker, job.heartbeat_at)
+                job.worker = None  # released: the next start of this stage counts as another attempt
+            else:  # waiting for a worker to pick up its stage (or released by an earlier pass)
+                last = as_utc(job.heartbeat_at) or as_utc(job.updated_at) or as_utc(job.created_at)
+                if last is not None and now - last < timedelta(seconds=requeue_after_s):
+                    continue
+                log.warning("job %s: %s for %s without a worker; enqueued again", job_id, job.status, now - last)
+            job.heartbeat_at = now  # the next pass waits a full period again
+            to_send.append((STAGE_TASK[job.status], job_id))
+            actions.append((job_id, "requeued"))
+    if enqueue:
+        for task_name, job_id in to_send:
+            runtime.hand_over(settings, task_name, job_id)
+    return actions
+
+
+def _acquire_lock(settings: Settings, seconds: float) -> bool:
+    """One sweep per period across all workers (Redis SET NX EX); True when Redis is unreachable."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            return bool(client.set("har:sweep-lock", runtime.worker_name(), nx=True, ex=max(1, int(seconds))))
+        finally:
+            client.close()
+    except Exception:
+        return True
+
+
+def sweep_once(settings: Settings, locked: bool = True) -> list[tuple[str, str]]:
+    if locked and not _acquire_lock(settings, SWEEP_INTERVAL_S * 0.8):
+        return []
+    try:
+        actions = sweep(settings)
+        if actions:
+            log.warning("sweep: %s", actions)
+        return actions
+    except Exception:
+        log.exception("sweep failed")
+        return []
+
+
+class SweepThread(threading.Thread):
+    def __init__(self, settings: Settings, interval: float = SWEEP_INTERVAL_S):
+        super().__init__(name="har-sweep", daemon=True)
+        self.settings, self.interval = settings, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        sweep_once(self.settings, locked=False)  # at start-up: this worker's own lost jobs, right away
+        while not self.stopped.wait(self.interval):
+            sweep_once(self.settings)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+@celery_app.task(name=SWEEP_TASK, ignore_result=True)
+def sweep_task() -> list:
+    """The same pass as a task (for a Celery beat schedule, or ``celery call har.sweep``)."""
+    return [list(a) for a in sweep(get_settings())]
+
+
+if __name__ == "__main__":  # python -m worker.sweep
+    logging.basicConfig(level=logging.INFO)
+    for job_id, action in sweep(load_settings()):
+        print(action, job_id)

@@ -1,0 +1,1 @@
+"""One module per stage: pose (queue ``pose``), classify and report (queue ``classify``)."""

@@ -1,0 +1,85 @@
+"""Stage 2 (queue ``classify``): keypoint tracks → action timeline → Prediction + Segment rows."""
+from __future__ import annotations
+
+from sqlalchemy import delete
+
+from har.config import Settings
+from har.database import session_scope
+from har.db import CLASSIFYING, REPORTING, Job, PoseData, Prediction, Segment
+from har.jobs import set_status
+from worker import runtime
+from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, celery_app, get_settings
+from worker.engines import get_classifier
+
+NO_PERSON = "no_person"
+
+
+def overall(result: dict) -> tuple[str | None, float | None]:
+    """The summary shown in the jobs list: the label of the person seen longest
+    (ties: the more confident), or ``no_person``."""
+    persons = result.get("persons") or []
+    if result.get("status") == NO_PERSON or not persons:
+        return NO_PERSON, None
+    main = max(persons, key=lambda p: (p.get("frames") or 0, p.get("confidence") or 0.0))
+    return main.get("label"), main.get("confidence")
+
+
+def run_classify(settings: Settings, job_id: str, task_id: str | None) -> bool:
+    claim = runtime.claim(settings, job_id, "classify", task_id)
+    if claim is None:
+        return False
+    try:
+        from models.action.timeline import classify_extraction
+        from models.tracks import PoseExtraction
+
+        with session_scope(settings) as s:
+            job = s.get(Job, job_id)
+            params = runtime.job_params(job, settings)
+            pose = s.get(PoseData, job_id)
+            if pose is None:
+                raise runtime.JobError("The pose data of this job is missing; the pose stage did not finish.")
+            data = pose.data
+        with runtime.Heartbeat(settings, claim):
+            extraction = PoseExtraction.from_bytes(data)
+            classifier = get_classifier()
+            result = classify_extraction(extraction, classifier, stride=params["stride"])
+
+        with session_scope(settings) as s:
+            job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+            if job is None or job.task_id != claim.task_id or job.status != CLASSIFYING:
+                runtime.log.warning("classify: job %s was taken over or finished meanwhile", job_id)
+                return False
+            s.execute(delete(Segment).where(Segment.job_id == job_id))
+            s.execute(delete(Prediction).where(Prediction.job_id == job_id))
+            classes = list(result.get("classes") or classifier.classes)
+            for p in result.get("persons") or []:
+                probs = p.get("probabilities") or {}
+                if isinstance(probs, list):
+                    probs = dict(zip(classes, probs))
+                s.add(Prediction(job_id=job_id, track_id=int(p["track_id"]), label=str(p["label"])[:32],
+                                 confidence=float(p["confidence"]), start_s=float(p["start_s"]),
+                                 end_s=float(p["end_s"]), frames=int(p["frames"]),
+                                 probabilities={k: float(v) for k, v in probs.items()}))
+                for seg in p.get("segments") or []:
+                    s.add(Segment(job_id=job_id, track_id=int(p["track_id"]), label=str(seg["label"])[:32],
+                                  start_s=float(seg["start_s"]), end_s=float(seg["end_s"]),
+                                  confidence=float(seg["confidence"])))
+            label, confidence = overall(result)
+            timings = dict(job.timings or {})
+            timings["classify_s"] = runtime.stage_elapsed(claim)
+            n = len(result.get("persons") or [])
+            set_status(s, job, REPORTING, f"{n} person(s) classified; waiting for the report",
+                       result=result, overall_label=label,
+                       overall_confidence=None if confidence is None else float(confidence),
+                       persons=n, action_model=f"{classifier.name} {classifier.version}"[:128],
+                       timings=timings, task_id=None, worker=None, attempts=0)
+    except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
+        runtime.fail(settings, job_id, "classify", exc)
+        return False
+    runtime.hand_over(settings, REPORT_TASK, job_id)
+    return True
+
+
+@celery_app.task(name=CLASSIFY_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def classify_task(self, job_id: str) -> bool:
+    return run_classify(get_settings(), job_id, self.request.id)

@@ -1,0 +1,94 @@
+"""Stage 1 (queue ``pose``): sample the video, find people, follow them → PoseData + Track rows."""
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import delete
+
+from har.config import Settings
+from har.database import session_scope
+from har.db import CLASSIFYING, Job, PoseData, Track
+from har.jobs import set_status
+from worker import runtime
+from worker.celery_app import CLASSIFY_TASK, POSE_TASK, celery_app, get_settings
+from worker.engines import get_classifier, get_pose_estimator
+
+PROGRESS_EVERY_S = 0.5
+
+
+class _Progress:
+    """Writes frames done/total to the job row, at most every ``PROGRESS_EVERY_S`` seconds."""
+
+    def __init__(self, settings: Settings, claim: runtime.Claim):
+        self.settings, self.claim = settings, claim
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S and done < total:
+            return
+        self.last = now
+        runtime.beat(self.settings, self.claim.job_id, self.claim.task_id,
+                     frames_done=int(done), frames_total=int(total))
+
+
+def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
+    """The pose stage for one job; True when the job moved on to classifying."""
+    claim = runtime.claim(settings, job_id, "pose", task_id)
+    if claim is None:
+        return False
+    try:
+        with session_scope(settings) as s:
+            job = s.get(Job, job_id)
+            video_rel = job.video.path
+            params = runtime.job_params(job, settings)
+        storage = runtime.storage(settings)
+        video_path = storage.path(video_rel)
+        if not video_path.is_file():
+            raise runtime.JobError("The uploaded video file is missing from storage, so it cannot be processed.")
+
+        from models.pose.extract import extract_tracks
+
+        with runtime.Heartbeat(settings, claim):
+            estimator = get_pose_estimator(settings, params["imgsz"])
+            target_fps = params["sample_fps"] or float(get_classifier().fps)
+            t0 = time.monotonic()
+            extraction = extract_tracks(str(video_path), estimator, target_fps=target_fps,
+                                        batch_size=params["batch"], progress=_Progress(settings, claim))
+            extract_s = time.monotonic() - t0
+        data = extraction.to_bytes()
+
+        with session_scope(settings) as s:
+            job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+            if job is None or job.task_id != claim.task_id or job.status != "extracting":
+                runtime.log.warning("pose: job %s was taken over or finished meanwhile; result dropped", job_id)
+                return False
+            s.execute(delete(Track).where(Track.job_id == job_id))
+            s.execute(delete(PoseData).where(PoseData.job_id == job_id))
+            s.add(PoseData(job_id=job_id, sampled_fps=float(extraction.sampled_fps),
+                           frames_sampled=int(extraction.n_frames), data=data))
+            for t in extraction.tracks:
+                if len(t) == 0:
+                    continue
+                s.add(Track(job_id=job_id, track_id=int(t.track_id), start_s=float(t.times[0]),
+                            end_s=float(t.times[-1]), frames=len(t), mean_score=float(t.scores.mean())))
+            timings = dict(job.timings or {})
+            timings["pose_s"] = runtime.stage_elapsed(claim)
+            timings["pose_extract_s"] = round(extract_s, 3)
+            name = getattr(estimator, "name", "pose")
+            version = getattr(estimator, "version", "")
+            set_status(s, job, CLASSIFYING, f"{len(extraction.tracks)} track(s) found; waiting to classify",
+                       frames_done=int(extraction.n_frames), frames_total=int(extraction.n_frames),
+                       pose_model=f"{name} {version}".strip()[:128], timings=timings,
+                       task_id=None, worker=None, attempts=0)
+    except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
+        runtime.fail(settings, job_id, "pose", exc)
+        return False
+    # committed: now hand over to the classify stage
+    runtime.hand_over(settings, CLASSIFY_TASK, job_id)
+    return True
+
+
+@celery_app.task(name=POSE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def pose_task(self, job_id: str) -> bool:
+    return run_pose(get_settings(), job_id, self.request.id)

@@ -1,0 +1,112 @@
+"""Stage 3 (queue ``classify``): annotated video + report.json/.csv/.html → Report rows → done."""
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import delete
+
+from har.config import Settings
+from har.database import session_scope
+from har.db import DONE, REPORTING, Job, JobEvent, PoseData, Report
+from har.jobs import as_utc, set_status
+from har.storage import sha256_file
+from worker import runtime
+from worker.celery_app import REPORT_TASK, celery_app, get_settings
+
+VIDEO_NAME = "annotated.webm"
+VIDEO_MEDIA_TYPE = "video/webm"
+
+
+def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
+    claim = runtime.claim(settings, job_id, "report", task_id)
+    if claim is None:
+        return False
+    try:
+        from har.reports import render_reports
+        from models.tracks import PoseExtraction
+        from worker.annotate import write_annotated_video
+
+        storage = runtime.storage(settings)
+        with session_scope(settings) as s:
+            job = s.get(Job, job_id)
+            params = runtime.job_params(job, settings)
+            video_rel = job.video.path
+            result = job.result
+            pose = s.get(PoseData, job_id)
+            data = pose.data if pose is not None else None
+
+        video_note = None
+        annotate_s = 0.0
+        with runtime.Heartbeat(settings, claim):
+            if params["annotate"] and data is not None:
+                t0 = time.monotonic()
+                out, rel = storage.job_path(job_id, VIDEO_NAME)
+                try:
+                    write_annotated_video(storage.path(video_rel), PoseExtraction.from_bytes(data), result, out)
+                except Exception as exc:  # the reports are still worth delivering
+                    runtime.log.warning("report: annotated video for job %s failed", job_id, exc_info=True)
+                    video_note = f"annotated video not available ({type(exc).__name__}: {exc})"[:300]
+                annotate_s = time.monotonic() - t0
+
+            with session_scope(settings) as s:
+                job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+                if job is None or job.task_id != claim.task_id or job.status != REPORTING:
+                    runtime.log.warning("report: job %s was taken over or finished meanwhile", job_id)
+                    return False
+                events = list(job.events)
+                timings = dict(job.timings or {})
+                timings.update(_queue_waits(job, events, claim))
+                timings["annotate_s"] = round(annotate_s, 3)
+                set_status(s, job, DONE, "done" if video_note is None else f"done; {video_note}",
+                           task_id=None, worker=None, timings=timings)
+
+                def finish_timings():
+                    t = dict(timings)
+                    t["report_s"] = runtime.stage_elapsed(claim)
+                    t["total_s"] = round((as_utc(job.finished_at) - as_utc(job.created_at)).total_seconds(), 3)
+                    job.timings = t
+
+                finish_timings()
+                files = render_reports(job, storage)  # json, csv, html
+                finish_timings()  # include the rendering itself ...
+                files = render_reports(job, storage)  # ... and write the files with the final numbers
+                if params["annotate"] and video_note is None and data is not None:
+                    files.append(("video", rel, VIDEO_MEDIA_TYPE))
+                s.execute(delete(Report).where(Report.job_id == job_id))
+                for kind, rel_path, media_type in files:
+                    path = storage.path(rel_path)
+                    s.add(Report(job_id=job_id, kind=kind, path=rel_path, media_type=media_type,
+                                 size_bytes=path.stat().st_size, sha256=sha256_file(path)))
+    except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
+        runtime.fail(settings, job_id, "report", exc)
+        return False
+    return True
+
+
+def _queue_waits(job: Job, events: list[JobEvent], claim: runtime.Claim) -> dict:
+    """Seconds spent waiting in the queues: created → pose start, pose done → classify start,
+    classify done → report start (all from the state history and the stage durations)."""
+    def first(status):
+        return next((as_utc(e.at) for e in events if e.status == status), None)
+
+    created = as_utc(job.created_at)
+    extracting, classifying, reporting = first("extracting"), first("classifying"), first("reporting")
+    t = job.timings or {}
+    waits = {}
+    if created and extracting:
+        waits["pose_wait_s"] = (extracting - created).total_seconds()
+    if classifying and reporting and "classify_s" in t:
+        waits["classify_wait_s"] = max(0.0, (reporting - classifying).total_seconds() - t["classify_s"])
+    if reporting:
+        from datetime import datetime, timezone
+
+        report_start = datetime.fromtimestamp(claim.started, timezone.utc)
+        waits["report_wait_s"] = max(0.0, (report_start - reporting).total_seconds())
+    waits = {k: round(v, 3) for k, v in waits.items()}
+    waits["queue_wait_s"] = round(sum(waits.values()), 3)
+    return waits
+
+
+@celery_app.task(name=REPORT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def report_task(self, job_id: str) -> bool:
+    return run_report(get_settings(), job_id, self.request.id)
