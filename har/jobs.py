@@ -128,3 +128,9 @@ def stage_index(status: str) -> int:
     """Position in the lifecycle (failed counts as final)."""
     order = (QUEUED, EXTRACTING, CLASSIFYING, REPORTING, DONE)
     return len(order) if status == FAILED else order.index(status)
+
+
+def lock_job(session: Session, job_id: str) -> Job | None:
+    """The job row, locked for this transaction (``SELECT … FOR UPDATE OF jobs`` on PostgreSQL; SQLite
+    serializes writers anyway) and refreshed from the database."""
+    return session.get(Job, job_id, with_for_update={"of": Job}, populate_existing=True)

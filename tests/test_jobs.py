@@ -294,3 +294,23 @@ def test_sweep_requeues_lost_stages_and_fails_exhausted_ones(sqlite_db):
     assert job_row(sqlite_db, alive).status == EXTRACTING
     # a second pass right away does not enqueue the same jobs again
     assert sweep(sqlite_db, now=now + timedelta(seconds=1), enqueue=False) == []
+
+
+def test_migrations_upgrade_downgrade_postgres(postgres_url):
+    """The same migrations on PostgreSQL, in a database of their own."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(postgres_url)
+    with psycopg.connect(host=u.host, port=u.port, user=u.username, dbname=u.database, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS har_migrations")
+        conn.execute("CREATE DATABASE har_migrations")
+    url = u.set(database="har_migrations").render_as_string(hide_password=False)
+    upgrade_database(url)
+    assert current_revision(url) == head_revision()
+    assert set(inspect(get_engine(url)).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
+    downgrade_database(url, "base")
+    assert set(inspect(get_engine(url)).get_table_names()) <= {"alembic_version"}
+    upgrade_database(url)
+    assert current_revision(url) == head_revision()
+    get_engine(url).dispose()

@@ -24,7 +24,7 @@ CONF_JOINT = 0.5
 
 @pytest.fixture(scope="module")
 def estimator() -> OnnxPoseEstimator:
-    return load_pose_estimator(imgsz=640, threads=2)
+    return load_pose_estimator(imgsz=640, threads=2, rect=False)  # square input, as in the references
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,14 @@ def test_model_card_matches_file():
     for key in ("package", "package_version", "sha256"):
         assert CARD["source"][key]
     assert (ARTIFACTS / "yolo11n-pose.card.md").is_file()
+
+
+def test_service_defaults():
+    from models.pose import DEFAULT_IMGSZ, DEFAULT_RECT
+
+    est = load_pose_estimator(threads=1)
+    assert (est.imgsz, est.rect) == (DEFAULT_IMGSZ, DEFAULT_RECT)
+    assert DEFAULT_IMGSZ % 32 == 0
 
 
 def test_estimator_identity(estimator):

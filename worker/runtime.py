@@ -27,7 +27,7 @@ from sqlalchemy import update
 from har.config import Settings
 from har.database import session_scope
 from har.db import CLASSIFYING, EXTRACTING, QUEUED, REPORTING, TERMINAL_STATES, Job, utcnow
-from har.jobs import as_utc, fail_job, set_status, stage_index
+from har.jobs import as_utc, fail_job, lock_job, set_status, stage_index
 from har.storage import Storage
 
 log = logging.getLogger("worker")
@@ -101,7 +101,7 @@ def claim(settings: Settings, job_id: str, stage: str, task_id: str | None) -> C
     running_state, entry_states = STAGES[stage]
     task_id = task_id or "local"
     with session_scope(settings) as s:
-        job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+        job = lock_job(s, job_id)
         if job is None:
             log.warning("%s: job %s does not exist; skipped", stage, job_id)
             return None
@@ -120,8 +120,9 @@ def claim(settings: Settings, job_id: str, stage: str, task_id: str | None) -> C
             return None
         attempt = (job.attempts or 0) + 1 if rerun else 1
         if attempt > MAX_ATTEMPTS:
-            fail_job(s, job, f"Gave up after {MAX_ATTEMPTS} attempts at the {stage} stage: the worker "
-                             f"stopped (crashed, ran out of memory or was restarted) each time.")
+            fail_job(s, job, f"Gave up after {MAX_ATTEMPTS} attempts at the {stage} stage: each attempt stopped "
+                             f"before finishing (the worker crashed, ran out of memory, was restarted or lost "
+                             f"its connection).")
             log.error("%s: job %s failed: attempt limit reached", stage, job_id)
             return None
         if attempt > 1:
@@ -196,7 +197,7 @@ def fail(settings: Settings, job_id: str, stage: str, exc: BaseException) -> Non
     log.error("%s: job %s failed: %s", stage, job_id, reason, exc_info=exc)
     try:
         with session_scope(settings) as s:
-            job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+            job = lock_job(s, job_id)
             if job is not None:
                 fail_job(s, job, reason)
     except Exception:
@@ -233,3 +234,45 @@ def hand_over(settings: Settings, task_name: str, job_id: str) -> None:
         send_stage(task_name, job_id, settings)
     except Exception:
         log.exception("could not enqueue %s for job %s; the sweep will retry", task_name, job_id)
+
+
+TRANSIENT_RETRIES = 5
+
+
+def transient(exc: BaseException) -> bool:
+    """Lost database or broker connections: worth retrying the task rather than failing the job."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    try:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import kombu.exceptions
+        import redis.exceptions
+
+        return isinstance(exc, (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError))
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def run_stage(task, stage: str, fn, job_id: str) -> bool:
+    """Run ``fn(settings, job_id, task_id)`` for a Celery task: an unexpected error (even in the
+    bookkeeping around the stage) fails the job with a reason, except a lost database/broker
+    connection, which retries the task a few times (with back-off) first."""
+    from worker.celery_app import get_settings
+
+    settings = get_settings()
+    try:
+        return fn(settings, job_id, task.request.id)
+    except Exception as exc:  # noqa: BLE001
+        if transient(exc) and task.request.retries < TRANSIENT_RETRIES:
+            log.warning("%s: job %s: %s; retrying", stage, job_id, exc)
+            raise task.retry(exc=exc, countdown=min(60, 5 * 2 ** task.request.retries))
+        fail(settings, job_id, stage, exc)
+        return False

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from har.config import Settings, load_settings
 from har.database import session_scope
 from har.db import CLASSIFYING, EXTRACTING, QUEUED, REPORTING, TERMINAL_STATES, Job, utcnow
-from har.jobs import as_utc, fail_job
+from har.jobs import as_utc, fail_job, lock_job
 from worker import runtime
 from worker.celery_app import CLASSIFY_TASK, POSE_TASK, REPORT_TASK, SWEEP_TASK, celery_app, get_settings
 
@@ -51,7 +51,7 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
     with session_scope(settings) as s:
         ids = s.scalars(select(Job.id).where(Job.status.not_in(TERMINAL_STATES))).all()
         for job_id in ids:
-            job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+            job = lock_job(s, job_id)
             if job is None or job.status in TERMINAL_STATES:
                 continue
             if job.task_id and job.worker:  # held by a worker
@@ -59,8 +59,9 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
                     continue
                 stage = STAGE_NAME[job.status]
                 if (job.attempts or 0) >= max_attempts:
-                    fail_job(s, job, f"Gave up after {job.attempts} attempts at the {stage} stage: the worker "
-                                     f"stopped (crashed, ran out of memory or was restarted) each time.")
+                    fail_job(s, job, f"Gave up after {job.attempts} attempts at the {stage} stage: each attempt "
+                                     f"stopped before finishing (the worker crashed, ran out of memory, was "
+                                     f"restarted or lost its connection).")
                     actions.append((job_id, "failed"))
                     continue
                 log.warning("job %s: the %s stage stopped (worker %s silent since %s); enqueued again",

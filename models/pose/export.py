@@ -152,6 +152,7 @@ def write_card(card: dict, json_path: Path, md_path: Path) -> None:
         f"- `{inp['name']}`: shape {inp['shape']}, {inp['dtype']}",
         f"- {inp['normalisation']}",
         f"- {inp['preprocessing']}",
+        f"- Rect variant: {inp['rect_variant']}",
         f"- Supported square sizes: {', '.join(map(str, inp['recommended_sizes']))} (any multiple of 32 works).",
         "",
         "## Output",
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             "normalisation": "RGB channel order, values scaled to 0..1 (pixel / 255)",
             "preprocessing": "letterbox to a square S x S: resize keeping aspect ratio (cv2.INTER_LINEAR), "
                              "centred padding with value 114 (Ultralytics LetterBox, auto=False)",
+            "rect_variant": "pad only to the next multiple of 32 (Ultralytics rect inference, e.g. 480x288 for "
+                            "16:9 video at 480); the graph accepts any H, W multiple of 32",
             "recommended_sizes": [320, 384, 480, 640],
             "stride": 32,
         },

@@ -57,6 +57,7 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         "pose_model": dict(model),
         "pose_backend": getattr(estimator, "backend", type(estimator).__name__),
         "imgsz": getattr(estimator, "imgsz", None),
+        "rect": bool(getattr(estimator, "rect", False)),
         "source_fps": info.fps,
         "source_frame_count": info.frame_count,
         "duration_s": info.duration_s,

@@ -167,7 +167,8 @@ class OnnxPoseEstimator:
     backend = "onnx"
 
     def __init__(self, model_path: str | os.PathLike | None = None, imgsz: int = 640, threads: int | None = None,
-                 conf: float = 0.25, iou: float = 0.7, max_det: int = 100, rect: bool = False):
+                 conf: float = 0.25, iou: float = 0.7, max_det: int = 100, rect: bool = False,
+                 spin: bool = False):
         import onnxruntime as ort
 
         if imgsz % STRIDE:
@@ -193,6 +194,9 @@ class OnnxPoseEstimator:
             so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Busy-waiting worker threads steal CPU from the other processes of the service (web, other workers)
+        # and, on a loaded machine, made batch-1 inference ~2x slower here; off unless asked for.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.threads = threads
         self.session = ort.InferenceSession(str(self.model_path), sess_options=so,
                                             providers=["CPUExecutionProvider"])

@@ -6,9 +6,9 @@ from sqlalchemy import delete
 from har.config import Settings
 from har.database import session_scope
 from har.db import CLASSIFYING, REPORTING, Job, PoseData, Prediction, Segment
-from har.jobs import set_status
+from har.jobs import lock_job, set_status
 from worker import runtime
-from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, celery_app, get_settings
+from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, celery_app
 from worker.engines import get_classifier
 
 NO_PERSON = "no_person"
@@ -45,7 +45,7 @@ def run_classify(settings: Settings, job_id: str, task_id: str | None) -> bool:
             result = classify_extraction(extraction, classifier, stride=params["stride"])
 
         with session_scope(settings) as s:
-            job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+            job = lock_job(s, job_id)
             if job is None or job.task_id != claim.task_id or job.status != CLASSIFYING:
                 runtime.log.warning("classify: job %s was taken over or finished meanwhile", job_id)
                 return False
@@ -74,6 +74,8 @@ def run_classify(settings: Settings, job_id: str, task_id: str | None) -> bool:
                        persons=n, action_model=f"{classifier.name} {classifier.version}"[:128],
                        timings=timings, task_id=None, worker=None, attempts=0)
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
+        if runtime.transient(exc):
+            raise  # the Celery task retries it (runtime.run_stage)
         runtime.fail(settings, job_id, "classify", exc)
         return False
     runtime.hand_over(settings, REPORT_TASK, job_id)
@@ -82,4 +84,4 @@ def run_classify(settings: Settings, job_id: str, task_id: str | None) -> bool:
 
 @celery_app.task(name=CLASSIFY_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def classify_task(self, job_id: str) -> bool:
-    return run_classify(get_settings(), job_id, self.request.id)
+    return runtime.run_stage(self, "classify", run_classify, job_id)

@@ -8,9 +8,9 @@ from sqlalchemy import delete
 from har.config import Settings
 from har.database import session_scope
 from har.db import CLASSIFYING, Job, PoseData, Track
-from har.jobs import set_status
+from har.jobs import lock_job, set_status
 from worker import runtime
-from worker.celery_app import CLASSIFY_TASK, POSE_TASK, celery_app, get_settings
+from worker.celery_app import CLASSIFY_TASK, POSE_TASK, celery_app
 from worker.engines import get_classifier, get_pose_estimator
 
 PROGRESS_EVERY_S = 0.5
@@ -28,8 +28,11 @@ class _Progress:
         if now - self.last < PROGRESS_EVERY_S and done < total:
             return
         self.last = now
-        runtime.beat(self.settings, self.claim.job_id, self.claim.task_id,
-                     frames_done=int(done), frames_total=int(total))
+        try:
+            runtime.beat(self.settings, self.claim.job_id, self.claim.task_id,
+                         frames_done=int(done), frames_total=int(total))
+        except Exception:  # progress is informative; a missed update must not stop the stage
+            runtime.log.warning("pose: progress update for job %s failed", self.claim.job_id, exc_info=True)
 
 
 def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
@@ -59,7 +62,7 @@ def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
         data = extraction.to_bytes()
 
         with session_scope(settings) as s:
-            job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+            job = lock_job(s, job_id)
             if job is None or job.task_id != claim.task_id or job.status != "extracting":
                 runtime.log.warning("pose: job %s was taken over or finished meanwhile; result dropped", job_id)
                 return False
@@ -82,6 +85,8 @@ def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
                        pose_model=f"{name} {version}".strip()[:128], timings=timings,
                        task_id=None, worker=None, attempts=0)
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
+        if runtime.transient(exc):
+            raise  # the Celery task retries it (runtime.run_stage)
         runtime.fail(settings, job_id, "pose", exc)
         return False
     # committed: now hand over to the classify stage
@@ -91,4 +96,4 @@ def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
 
 @celery_app.task(name=POSE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def pose_task(self, job_id: str) -> bool:
-    return run_pose(get_settings(), job_id, self.request.id)
+    return runtime.run_stage(self, "pose", run_pose, job_id)

@@ -7,11 +7,11 @@ from sqlalchemy import delete
 
 from har.config import Settings
 from har.database import session_scope
-from har.db import DONE, REPORTING, Job, JobEvent, PoseData, Report
-from har.jobs import as_utc, set_status
+from har.db import DONE, REPORTING, Job, JobEvent, PoseData, Report, utcnow
+from har.jobs import as_utc, lock_job, set_status
 from har.storage import sha256_file
 from worker import runtime
-from worker.celery_app import REPORT_TASK, celery_app, get_settings
+from worker.celery_app import REPORT_TASK, celery_app
 
 VIDEO_NAME = "annotated.webm"
 VIDEO_MEDIA_TYPE = "video/webm"
@@ -49,7 +49,7 @@ def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
                 annotate_s = time.monotonic() - t0
 
             with session_scope(settings) as s:
-                job = s.get(Job, job_id, with_for_update=True, populate_existing=True)
+                job = lock_job(s, job_id)
                 if job is None or job.task_id != claim.task_id or job.status != REPORTING:
                     runtime.log.warning("report: job %s was taken over or finished meanwhile", job_id)
                     return False
@@ -63,7 +63,7 @@ def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
                 def finish_timings():
                     t = dict(timings)
                     t["report_s"] = runtime.stage_elapsed(claim)
-                    t["total_s"] = round((as_utc(job.finished_at) - as_utc(job.created_at)).total_seconds(), 3)
+                    t["total_s"] = round((utcnow() - as_utc(job.created_at)).total_seconds(), 3)
                     job.timings = t
 
                 finish_timings()
@@ -78,6 +78,8 @@ def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
                     s.add(Report(job_id=job_id, kind=kind, path=rel_path, media_type=media_type,
                                  size_bytes=path.stat().st_size, sha256=sha256_file(path)))
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
+        if runtime.transient(exc):
+            raise  # the Celery task retries it (runtime.run_stage)
         runtime.fail(settings, job_id, "report", exc)
         return False
     return True
@@ -109,4 +111,4 @@ def _queue_waits(job: Job, events: list[JobEvent], claim: runtime.Claim) -> dict
 
 @celery_app.task(name=REPORT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def report_task(self, job_id: str) -> bool:
-    return run_report(get_settings(), job_id, self.request.id)
+    return runtime.run_stage(self, "report", run_report, job_id)
