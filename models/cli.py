@@ -35,7 +35,7 @@ def cmd_run(args) -> int:
     from .pose.extract import extract_tracks
     from .video import VideoError
 
-    classifier = ActionClassifier(args.action_model, threads=args.threads)
+    classifier = ActionClassifier(args.action_model, threads=args.threads or 1)
     kw = {"imgsz": args.imgsz}
     if args.threads:
         kw["threads"] = args.threads
@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-train", type=int, default=1500, help="synthetic training windows per class")
     t.add_argument("--n-val", type=int, default=150)
     t.add_argument("--n-test", type=int, default=300)
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--finetune-epochs", type=int, default=5)
+    t.add_argument("--epochs", type=int, default=16)
+    t.add_argument("--finetune-epochs", type=int, default=4)
     t.add_argument("--sparsity", type=float, default=0.5)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--normalization", choices=("auto", "person", "frame"), default="auto")

@@ -57,7 +57,7 @@ class ActionClassifier:
         self.card_path = Path(card_path) if card_path is not None else find_card(self.model_path)
         self.card = json.loads(self.card_path.read_text(encoding="utf-8"))
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
+        opts.intra_op_num_threads = max(1, int(threads or 1))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(self.model_path), sess_options=opts,

@@ -135,8 +135,18 @@ def _targets(action: int, t: np.ndarray, s: dict, rng: np.random.Generator) -> d
     sway = 0.004 * np.sin(2 * np.pi * t * rng.uniform(0.2, 0.5) + rng.uniform(0, 6))
     out["lean"] = sway
     if action == IDLE:
-        out["wrist_l"] += np.stack([0.02 * arm * np.sin(t * 1.3 + rng.uniform(0, 6)), z, z], -1)
-        out["wrist_r"] += np.stack([0.02 * arm * np.sin(t * 1.1 + rng.uniform(0, 6)), z, z], -1)
+        # standing with the arms down, or holding any other pose (hand raised, on the hip, pointing,
+        # arms crossed...) with only a slow drift: no periodic motion, so no action
+        for side in ("l", "r"):
+            drift = np.stack([0.03 * arm * np.sin(2 * np.pi * t * rng.uniform(0.1, 0.6) + rng.uniform(0, 6)),
+                              0.02 * arm * np.sin(2 * np.pi * t * rng.uniform(0.1, 0.6) + rng.uniform(0, 6)), z], -1)
+            if rng.random() < 0.5:
+                a = np.deg2rad(rng.uniform(-30, 175))
+                r = rng.uniform(0.45, 0.97) * arm
+                static = np.array([np.sin(a) * r, -np.cos(a) * r, rng.uniform(-0.1, 0.6) * arm])
+                out[f"wrist_{side}"] = np.tile(static, (T, 1))
+                out[f"pole_{side}"] = np.tile([rng.uniform(0, 1), -rng.uniform(0, 1), -rng.uniform(-0.5, 1)], (T, 1))
+            out[f"wrist_{side}"] = out[f"wrist_{side}"] + drift
         return out
     lo, hi = BASE_TEMPO_HZ[action]
     hz = rng.uniform(lo, hi) * s["tempo"]

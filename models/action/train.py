@@ -204,10 +204,10 @@ def _sha256(path) -> str:
     return sha256_file(path)
 
 
-def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train: int = 1000, n_val: int = 150,
-          n_test: int = 300, epochs: int = 12, finetune_epochs: int = 3, sparsity: float = 0.5, lr: float = 3e-3,
+def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train: int = 1500, n_val: int = 150,
+          n_test: int = 300, epochs: int = 16, finetune_epochs: int = 4, sparsity: float = 0.5, lr: float = 3e-3,
           normalization: str = "auto", progress: bool = True, threads: int = 2,
-          max_steps: int | None = None, latency_runs: int = 200) -> dict:
+          max_steps: int | None = None, latency_runs: int = 200, keep_pruned: bool = False) -> dict:
     """The whole pipeline; writes ONNX files, card and report into ``out_dir``; returns the report."""
     import torch
     t_start = time.time()
@@ -335,7 +335,11 @@ def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train
                         "threads": threads, "machine": platform.machine()},
         "regenerate": regenerate,
     }
-    card = make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, variants, cal)
+    report["sha256"] = {v: _sha256(p) for v, p in variants.items()}
+    shipped = {v: p for v, p in variants.items() if v != "pruned" or keep_pruned}
+    card = make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, shipped, cal)
+    if not keep_pruned:  # an intermediate: int8 is quantized from it; metrics and hash are in the report
+        Path(pruned_path).unlink()
     (out / f"{NAME}.card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (out / f"{NAME}.card.md").write_text(card_markdown(card), encoding="utf-8")
     (out / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -472,7 +476,7 @@ def card_markdown(c: dict) -> str:
           "", "## Classes", "", ", ".join(c["classes"]), "",
           "## Training data", "", "```", json.dumps(c["training_data"], indent=2), "```", "",
           "## Metrics (" + m["split"] + ")", "", "| model | accuracy | macro F1 |", "|---|---|---|"]
-    for v in c["files"]:
+    for v in [k for k in ("fp32", "pruned", "int8") if k in m]:
         L.append(f"| {v} | {_fmt_pct(m[v]['accuracy'])} | {m[v]['macro_f1']:.4f} |")
     L += ["", f"int8 drop vs fp32: {m['accuracy_drop_int8_vs_fp32_points']:.2f} points; int8 latency "
           f"{m['latency_ms_per_window_int8']:.3f} ms per window (batch 1, 1 thread).", "",
