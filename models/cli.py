@@ -84,9 +84,13 @@ def cmd_train(args) -> int:
         "test_accuracy": {v: round(m["accuracy"], 4) for v, m in t.items()},
         "sizes_bytes": report["sizes_bytes"],
         "uncertain_threshold": report["calibration"]["threshold"],
+        "checks": report["checks"],
         "seconds": round(report["timing_s"]["total"], 1),
         "out": str(args.out),
     }, indent=2))
+    failed = [k for k, ok in report["checks"].items() if not ok]
+    if failed:
+        print(f"warning: checks failed: {', '.join(failed)}", file=sys.stderr)
     return 0
 
 

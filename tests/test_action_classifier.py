@@ -31,6 +31,7 @@ def test_card_describes_the_model(clf):
     assert fp32.stat().st_size >= 3 * DEFAULT_MODEL.stat().st_size
     assert card["metrics"]["int8"]["accuracy"] >= 0.97
     assert card["metrics"]["accuracy_drop_int8_vs_fp32_points"] <= 1.0
+    assert all(card["metrics"]["checks"].values()), card["metrics"]["checks"]
     assert "python -m models train" in card["regenerate"]
 
 
@@ -105,3 +106,11 @@ def test_mirrored_video_keeps_the_label(clf):
     a = clf.predict(k).argmax(1)
     b = clf.predict(flip_horizontal(k, clf.layout, 640)).argmax(1)
     assert (a == y).mean() >= 0.9 and (b == y).mean() >= 0.9
+
+
+def test_static_poses_are_uncertain(clf):
+    """No periodic motion (standing, or holding any pose) is none of the six actions."""
+    idle = np.stack([synth.render([(synth.IDLE, 32)], np.random.default_rng(5000 + i), split="test")
+                     for i in range(60)])
+    probs = clf.predict(remap(idle, "openpose18", clf.layout))
+    assert (probs.max(1) < clf.uncertain_threshold).mean() >= 0.85

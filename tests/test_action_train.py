@@ -30,3 +30,21 @@ def test_smoke_train_exports_and_quantizes(tmp_path):
     clf = ActionClassifier(tmp_path / "gru_har_int8.onnx")
     p = clf.predict(np.zeros((2, 32, 34), np.float32))
     assert p.shape == (2, 6)
+
+
+def test_smoke_train_from_files_in_dataset_format(tmp_path):
+    """``--data DIR``: the RNN-HAR-2D-Pose file format drives the same pipeline."""
+    from models.action import synth
+    from models.action.dataset import write_split
+    from models.action.train import train
+
+    data = tmp_path / "data"
+    write_split(data, "train", *synth.generate_windows(6, "train", seed=1))
+    write_split(data, "test", *synth.generate_windows(2, "test", seed=2))
+    r = train(tmp_path / "out", data_dir=data, synthetic=False, epochs=1, finetune_epochs=1, max_steps=2,
+              progress=False, latency_runs=5, normalization="auto", threads=1)
+    assert r["splits"]["test"] == 12 and r["splits"]["train"] + r["splits"]["val"] == 36
+    assert set(r["normalization_comparison"]) == {"person", "frame"}
+    card = json.loads((tmp_path / "out" / "gru_har.card.json").read_text())
+    assert card["training_data"]["kind"] == "RNN-HAR-2D-Pose-database"
+    assert card["regenerate"].startswith("python -m models train --data ")

@@ -72,7 +72,7 @@ def latency(path, x_one: np.ndarray, runs: int = 200, threads: int = 1, batch: i
             f"batch{batch}_per_window_ms": float(np.median(tb) * 1e3 / batch)}
 
 
-def calibrate_threshold(probs: np.ndarray, y: np.ndarray, target_precision: float = 0.98,
+def calibrate_threshold(probs: np.ndarray, y: np.ndarray, target_precision: float = 0.99,
                         floor: float = 0.5) -> dict:
     """Lowest confidence threshold at which accepted windows are >= ``target_precision`` correct.
 

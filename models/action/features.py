@@ -17,6 +17,8 @@ interpolated (held at the ends) before normalizing.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..layouts import get_layout, present_mask
@@ -67,11 +69,9 @@ def _nanmean_frames(v, ok):
 
 def _nanmedian_frames(v, ok):
     vv = np.where(ok, v, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmedian(vv, axis=1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN, handled by the caller
+        return np.nanmedian(vv, axis=1)
 
 
 def person_frame(xy: np.ndarray, present: np.ndarray, layout) -> tuple[np.ndarray, np.ndarray]:
@@ -92,11 +92,9 @@ def person_frame(xy: np.ndarray, present: np.ndarray, layout) -> tuple[np.ndarra
     scale_sw = _nanmedian_frames(sw, sw_ok) * 1.25  # torso ~ 1.25 x shoulder width (frontal)
     # extent of all present joints / 3 as the last resort
     ys = np.where(present, xy[..., 1], np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ext = np.nanmax(ys, axis=(1, 2)) - np.nanmin(ys, axis=(1, 2))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ext = np.nanmax(ys, axis=(1, 2)) - np.nanmin(ys, axis=(1, 2))
     scale = np.where(np.isfinite(scale) & (scale > 1e-3), scale,
                      np.where(np.isfinite(scale_sw) & (scale_sw > 1e-3), scale_sw, ext / 3.0))
     scale = np.where(np.isfinite(scale) & (scale > 1e-3), scale, 1.0)

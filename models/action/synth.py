@@ -211,7 +211,7 @@ def _targets(action: int, t: np.ndarray, s: dict, rng: np.random.Generator) -> d
         out["head_tilt"] = 0.02 * np.sin(ph)
     elif action == 5:  # CLAPPING: hands meet in front of the chest
         gap = rng.uniform(0.25, 0.45) * arm * amp
-        c = np.maximum(np.cos(ph), -1)
+        c = np.cos(ph)
         half = gap * (1 + c) / 2 + 0.01
         hy = rng.uniform(-0.22, -0.02)
         for side in ("l", "r"):

@@ -336,6 +336,14 @@ def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train
         "regenerate": regenerate,
     }
     report["sha256"] = {v: _sha256(p) for v, p in variants.items()}
+    report["accuracy_drop_int8_vs_pruned_points"] = 100 * (results["test"]["pruned"]["accuracy"]
+                                                           - results["test"]["int8"]["accuracy"])
+    report["checks"] = {
+        "int8_at_least_3x_smaller_than_fp32": report["int8_vs_fp32_size_ratio"] >= 3.0,
+        "int8_test_accuracy_at_least_97pct": results["test"]["int8"]["accuracy"] >= 0.97,
+        "int8_drop_vs_fp32_at_most_1pt": report["accuracy_drop_int8_vs_fp32_points"] <= 1.0,
+        "onnx_matches_torch": diff < 1e-4,
+    }
     shipped = {v: p for v, p in variants.items() if v != "pruned" or keep_pruned}
     card = make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, shipped, cal)
     if not keep_pruned:  # an intermediate: int8 is quantized from it; metrics and hash are in the report
@@ -402,6 +410,8 @@ def make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, var
             **{v: {"accuracy": t[v]["accuracy"], "macro_f1": t[v]["macro_f1"],
                    "per_class_f1": {c: t[v]["per_class"][c]["f1"] for c in CLASSES}} for v in t},
             "accuracy_drop_int8_vs_fp32_points": report["accuracy_drop_int8_vs_fp32_points"],
+            "accuracy_drop_int8_vs_pruned_points": report["accuracy_drop_int8_vs_pruned_points"],
+            "checks": report["checks"],
             "latency_ms_per_window_int8": report["latency"]["int8"]["batch1_median_ms"],
         },
         "sizes_bytes": report["sizes_bytes"],
@@ -450,7 +460,9 @@ def report_markdown(r: dict, classes) -> str:
         bk = [k for k in lt if k.startswith("batch") and k.endswith("per_window_ms")][0]
         L.append(f"| {v} | {b} | {lt['batch1_median_ms']:.3f} | {lt['batch1_p90_ms']:.3f} | {lt[bk]:.4f} |")
     L += ["", f"int8 / fp32 size ratio: {r['int8_vs_fp32_size_ratio']:.2f}x smaller; "
-          f"int8 accuracy drop vs fp32: {r['accuracy_drop_int8_vs_fp32_points']:.2f} points (test).",
+          f"int8 accuracy drop vs fp32: {r['accuracy_drop_int8_vs_fp32_points']:.2f} points, vs pruned (its "
+          f"source): {r['accuracy_drop_int8_vs_pruned_points']:.2f} points (test).",
+          "Checks: " + ", ".join(f"{k} {'OK' if v else 'FAILED'}" for k, v in r["checks"].items()) + ".",
           f"Latency: onnxruntime CPU, {r['latency']['int8']['threads']} thread(s).", "",
           "Sparsity (fraction of zero weights): " + ", ".join(f"{k} {v:.3f}" for k, v in r["sparsity"].items()),
           f"ONNX vs torch max |probability difference| (pruned): {r['onnx_vs_torch_max_abs_diff']:.2e}", "",
