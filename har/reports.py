@@ -39,7 +39,6 @@ Formats
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -533,10 +532,3 @@ def render_reports(job, storage, kinds: Iterable[str] = ("json", "csv", "html"))
         out.append((kind, (rel_dir / FILENAMES[kind]).as_posix(), MEDIA_TYPES[kind]))
     return out
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

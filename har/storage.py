@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
+from models.hashing import sha256_file  # noqa: F401 (re-exported)
+
 CHUNK = 1 << 20  # 1 MiB
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
@@ -50,13 +52,6 @@ def file_extension(name: str | None) -> str:
     suffix = Path(safe_filename(name, default="")).suffix
     return suffix[1:].lower() if suffix else ""
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Storage:

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import time
 
 import cv2
 import pytest

@@ -1,7 +1,6 @@
 """Action classifier at run time: onnxruntime + numpy only (no torch)."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -9,16 +8,11 @@ import numpy as np
 
 from .features import window_features
 
+from ..hashing import sha256_file  # noqa: F401 (re-exported)
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "action"
 DEFAULT_MODEL = ARTIFACTS / "gru_har_int8.onnx"
 
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def find_card(model_path) -> Path:

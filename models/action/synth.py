@@ -323,7 +323,7 @@ def render(segments: list[tuple[int, int]], rng: np.random.Generator, subject: d
     yaw, pitch, roll = (np.deg2rad(s[k]) for k in ("yaw_deg", "pitch_deg", "roll_deg"))
     P = P @ _rot_y(yaw).T
     cy_, sy_ = np.cos(pitch), np.sin(pitch)
-    X, Y, Z = P[..., 0], P[..., 1] * cy_ + P[..., 2] * sy_, P[..., 2] * cy_ - P[..., 1] * sy_
+    X, Y = P[..., 0], P[..., 1] * cy_ + P[..., 2] * sy_  # orthographic: depth drops out
     cr, sr = np.cos(roll), np.sin(roll)
     X, Y = X * cr - Y * sr, X * sr + Y * cr
     stature = s["stature_px"]

@@ -26,6 +26,7 @@ from .dataset import CLASSES, FPS, FRAME_H, FRAME_W, LAYOUT as FILE_LAYOUT, WIND
 from .evaluate import calibrate_threshold, latency, metrics, onnx_probs
 from .export import build_onnx, quantize_int8, save_onnx
 from .features import MAX_GAP, window_features
+from ..hashing import sha256_file
 
 MODEL_LAYOUT = "openpose17"
 NAME = "gru_har"
@@ -199,11 +200,6 @@ def state_numpy(model) -> dict:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
-def _sha256(path) -> str:
-    from .classifier import sha256_file
-    return sha256_file(path)
-
-
 def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train: int = 1500, n_val: int = 150,
           n_test: int = 300, epochs: int = 16, finetune_epochs: int = 4, sparsity: float = 0.5, lr: float = 3e-3,
           normalization: str = "auto", progress: bool = True, threads: int = 2,
@@ -335,7 +331,7 @@ def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train
                         "threads": threads, "machine": platform.machine()},
         "regenerate": regenerate,
     }
-    report["sha256"] = {v: _sha256(p) for v, p in variants.items()}
+    report["sha256"] = {v: sha256_file(p) for v, p in variants.items()}
     report["accuracy_drop_int8_vs_pruned_points"] = 100 * (results["test"]["pruned"]["accuracy"]
                                                            - results["test"]["int8"]["accuracy"])
     report["checks"] = {
@@ -356,7 +352,7 @@ def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train
 
 
 def make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, variants, cal) -> dict:
-    files = {v: {"path": Path(p).name, "sha256": _sha256(p), "bytes": os.path.getsize(p)}
+    files = {v: {"path": Path(p).name, "sha256": sha256_file(p), "bytes": os.path.getsize(p)}
              for v, p in variants.items()}
     if data_dir is None:
         training_data = {

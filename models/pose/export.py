@@ -15,7 +15,6 @@ Nothing here touches the network: ``YOLO_OFFLINE`` is set before Ultralytics is 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+
+from models.hashing import sha256_file
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # never try the network (settings sync, downloads, update checks)
 os.environ.setdefault("YOLO_VERBOSE", "False")
@@ -46,13 +47,6 @@ COCO17_JOINTS = [
 
 REGENERATE = "/opt/export-venv/bin/python -m models.pose.export"
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def find_checkpoint() -> Path:

@@ -8,7 +8,6 @@ pixels and applies the sigmoid to the person score and the keypoint confidences.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+
+from ..hashing import sha256_file
 
 ARTIFACT_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "pose"
 DEFAULT_MODEL = ARTIFACT_DIR / "yolo11n-pose.onnx"
@@ -153,13 +154,6 @@ def decode(pred: np.ndarray, info: LetterboxInfo, conf: float = 0.25, iou: float
     return PoseDetections(boxes.astype(np.float32), scores.astype(np.float32), kpts.astype(np.float32))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 class OnnxPoseEstimator:
     """Batch pose estimation with the shipped (or a given) YOLO pose ONNX file."""
@@ -186,7 +180,7 @@ class OnnxPoseEstimator:
         self.name = card.get("name", self.model_path.stem)
         self.version = card.get("version", "unknown")
         sha = card.get("sha256")
-        self.sha256 = sha if sha and card.get("file") == self.model_path.name else _sha256(self.model_path)
+        self.sha256 = sha if sha and card.get("file") == self.model_path.name else sha256_file(self.model_path)
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
