@@ -242,13 +242,12 @@ def test_duplicate_while_a_live_worker_runs_the_stage_is_skipped(video_job):
 
 def test_a_stage_that_keeps_killing_its_worker_fails_at_the_attempt_limit(video_job):
     from har.database import session_scope
-    from worker import runtime
     from worker.tasks.pose import run_pose
 
     settings, job_id, sent = video_job
     with session_scope(settings) as s:
         job = s.get(Job, job_id)
-        set_status(s, job, EXTRACTING, "extracting poses", task_id="pose-1", attempts=runtime.MAX_ATTEMPTS,
+        set_status(s, job, EXTRACTING, "extracting poses", task_id="pose-1", attempts=settings.max_attempts,
                    worker=f"{socket.gethostname()}:{dead_pid()}", heartbeat_at=utcnow())
     assert run_pose(settings, job_id, "pose-1") is False
     job = job_row(settings, job_id)
@@ -269,7 +268,6 @@ def test_a_task_error_fails_the_job_with_a_readable_reason(video_job):
 # --------------------------------------------------------------------------------- the sweep
 def test_sweep_requeues_lost_stages_and_fails_exhausted_ones(sqlite_db):
     from har.database import session_scope
-    from worker import runtime
     from worker.sweep import sweep
 
     now = utcnow()
@@ -279,7 +277,7 @@ def test_sweep_requeues_lost_stages_and_fails_exhausted_ones(sqlite_db):
     with session_scope(sqlite_db) as s:
         for job_id, attempts, worker, beat in [
             (lost, 1, f"{me}:{dead_pid()}", old),
-            (exhausted, runtime.MAX_ATTEMPTS, f"{me}:{dead_pid()}", old),
+            (exhausted, sqlite_db.max_attempts, f"{me}:{dead_pid()}", old),
             (alive, 1, f"{me}:{os.getppid()}", now),
         ]:
             set_status(s, s.get(Job, job_id), EXTRACTING, "extracting poses", task_id="t-" + job_id[:8],

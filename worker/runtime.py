@@ -4,7 +4,7 @@ A stage task runs in three steps:
 
 1. :func:`claim` (one transaction, job row locked on PostgreSQL): skip the task when the job is
    missing, final (done/failed), already past this stage, or being run right now by another live
-   worker; otherwise count the attempt (fail the job after ``MAX_ATTEMPTS`` starts of the same stage:
+   worker; otherwise count the attempt (fail the job after ``settings.max_attempts`` starts of the same stage:
    a video that kills the worker every time must not loop forever), move the job into the stage's
    state and record which task/worker holds it.
 2. the work, with a :class:`Heartbeat` thread refreshing ``jobs.heartbeat_at`` (the sweep in
@@ -31,11 +31,6 @@ from har.jobs import as_utc, fail_job, lock_job, set_status, stage_index
 from har.storage import Storage
 
 log = logging.getLogger("worker")
-
-MAX_ATTEMPTS = int(os.environ.get("HAR_MAX_ATTEMPTS", "3"))
-HEARTBEAT_S = float(os.environ.get("HAR_HEARTBEAT_S", "10"))
-# A running stage whose heartbeat is older than this is considered dead.
-STALE_AFTER_S = float(os.environ.get("HAR_STALE_AFTER_S", "120"))
 
 # stage name -> (state the job is in while the stage runs, states the task may start from)
 STAGES = {
@@ -64,7 +59,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def holder_alive(holder: str | None, heartbeat_at, now=None, stale_after_s: float = STALE_AFTER_S,
+def holder_alive(holder: str | None, heartbeat_at, stale_after_s: float, now=None,
                  from_task: bool = True) -> bool:
     """Whether the worker recorded in ``holder`` ("host:pid") may still be running the stage.
 
@@ -115,12 +110,12 @@ def claim(settings: Settings, job_id: str, stage: str, task_id: str | None) -> C
             log.warning("%s: job %s is %s, not ready for this stage; skipped", stage, job_id, job.status)
             return None
         rerun = job.status == running_state and job.task_id is not None
-        if rerun and job.task_id != task_id and holder_alive(job.worker, job.heartbeat_at):
+        if rerun and job.task_id != task_id and holder_alive(job.worker, job.heartbeat_at, settings.stale_after_s):
             log.info("%s: job %s is being processed by %s; duplicate skipped", stage, job_id, job.worker)
             return None
         attempt = (job.attempts or 0) + 1 if rerun else 1
-        if attempt > MAX_ATTEMPTS:
-            fail_job(s, job, f"Gave up after {MAX_ATTEMPTS} attempts at the {stage} stage: each attempt stopped "
+        if attempt > settings.max_attempts:
+            fail_job(s, job, f"Gave up after {settings.max_attempts} attempts at the {stage} stage: each attempt stopped "
                              f"before finishing (the worker crashed, ran out of memory, was restarted or lost "
                              f"its connection).")
             log.error("%s: job %s failed: attempt limit reached", stage, job_id)
@@ -149,8 +144,9 @@ def beat(settings: Settings, job_id: str, task_id: str, **fields) -> bool:
 class Heartbeat:
     """A daemon thread calling :func:`beat` every ``interval`` seconds while the stage runs."""
 
-    def __init__(self, settings: Settings, claim: Claim, interval: float = HEARTBEAT_S):
-        self.settings, self.claim, self.interval = settings, claim, interval
+    def __init__(self, settings: Settings, claim: Claim, interval: float | None = None):
+        self.settings, self.claim = settings, claim
+        self.interval = settings.heartbeat_s if interval is None else interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{claim.job_id[:8]}", daemon=True)
 

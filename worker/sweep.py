@@ -4,19 +4,18 @@ Acks late + reject-on-worker-lost make the broker deliver a task again when the 
 dies; this sweep covers what that cannot (the whole worker killed, Redis restarted without the
 message, the web app stopped between committing a job and enqueuing it):
 
-* a stage *held* by a worker (``jobs.task_id`` set) whose heartbeat stopped for ``STALE_AFTER_S``:
-  the stage is enqueued again, or the job fails once it used its ``MAX_ATTEMPTS`` starts;
+* a stage *held* by a worker (``jobs.task_id`` set) whose heartbeat stopped for ``settings.stale_after_s``:
+  the stage is enqueued again, or the job fails once it used its ``settings.max_attempts`` starts;
 * a job *waiting* for its next stage (``queued``, or ``classifying``/``reporting`` not yet picked up)
-  for ``REQUEUE_AFTER_S``: the stage is enqueued again (a duplicate is harmless: tasks skip jobs that
+  for ``settings.requeue_after_s``: the stage is enqueued again (a duplicate is harmless: tasks skip jobs that
   are past their stage or held by a live worker).
 
-It runs in every worker at start-up and then every ``SWEEP_INTERVAL_S`` (one worker at a time, by a
+It runs in every worker at start-up and then every ``settings.sweep_interval_s`` (one worker at a time, by a
 Redis lock), and by hand with ``python -m worker.sweep``.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from datetime import timedelta
 
@@ -31,8 +30,6 @@ from worker.celery_app import CLASSIFY_TASK, POSE_TASK, REPORT_TASK, SWEEP_TASK,
 
 log = logging.getLogger("worker.sweep")
 
-REQUEUE_AFTER_S = float(os.environ.get("HAR_REQUEUE_AFTER_S", "1800"))
-SWEEP_INTERVAL_S = float(os.environ.get("HAR_SWEEP_INTERVAL_S", "60"))
 STAGE_TASK = {QUEUED: POSE_TASK, EXTRACTING: POSE_TASK, CLASSIFYING: CLASSIFY_TASK, REPORTING: REPORT_TASK}
 STAGE_NAME = {QUEUED: "pose", EXTRACTING: "pose", CLASSIFYING: "classify", REPORTING: "report"}
 
@@ -43,9 +40,9 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
     """One pass; returns ``[(job_id, "requeued" | "failed"), ...]``."""
     settings = settings or load_settings()
     now = now or utcnow()
-    stale_after_s = runtime.STALE_AFTER_S if stale_after_s is None else stale_after_s
-    requeue_after_s = REQUEUE_AFTER_S if requeue_after_s is None else requeue_after_s
-    max_attempts = runtime.MAX_ATTEMPTS if max_attempts is None else max_attempts
+    stale_after_s = settings.stale_after_s if stale_after_s is None else stale_after_s
+    requeue_after_s = settings.requeue_after_s if requeue_after_s is None else requeue_after_s
+    max_attempts = settings.max_attempts if max_attempts is None else max_attempts
     actions: list[tuple[str, str]] = []
     to_send: list[tuple[str, str]] = []
     with session_scope(settings) as s:
@@ -55,7 +52,7 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
             if job is None or job.status in TERMINAL_STATES:
                 continue
             if job.task_id and job.worker:  # held by a worker
-                if runtime.holder_alive(job.worker, job.heartbeat_at, now, stale_after_s, from_task=False):
+                if runtime.holder_alive(job.worker, job.heartbeat_at, stale_after_s, now, from_task=False):
                     continue
                 stage = STAGE_NAME[job.status]
                 if (job.attempts or 0) >= max_attempts:
@@ -96,7 +93,7 @@ def _acquire_lock(settings: Settings, seconds: float) -> bool:
 
 
 def sweep_once(settings: Settings, locked: bool = True) -> list[tuple[str, str]]:
-    if locked and not _acquire_lock(settings, SWEEP_INTERVAL_S * 0.8):
+    if locked and not _acquire_lock(settings, settings.sweep_interval_s * 0.8):
         return []
     try:
         actions = sweep(settings)
@@ -109,9 +106,10 @@ def sweep_once(settings: Settings, locked: bool = True) -> list[tuple[str, str]]
 
 
 class SweepThread(threading.Thread):
-    def __init__(self, settings: Settings, interval: float = SWEEP_INTERVAL_S):
+    def __init__(self, settings: Settings, interval: float | None = None):
         super().__init__(name="har-sweep", daemon=True)
-        self.settings, self.interval = settings, interval
+        self.settings = settings
+        self.interval = settings.sweep_interval_s if interval is None else interval
         self.stopped = threading.Event()
 
     def run(self) -> None:
