@@ -36,7 +36,7 @@ def cmd_run(args) -> int:
     from .video import VideoError
 
     classifier = ActionClassifier(args.action_model, threads=args.threads or 1)
-    kw = {"imgsz": args.imgsz}
+    kw = {"imgsz": args.imgsz} if args.imgsz else {}
     if args.threads:
         kw["threads"] = args.threads
     if args.pose_model:
@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="video -> pose -> action timeline JSON")
     r.add_argument("video")
-    r.add_argument("--imgsz", type=int, default=640, help="pose model input size")
+    r.add_argument("--imgsz", type=int, default=None,
+                   help="pose model input size (default: models.pose.DEFAULT_IMGSZ, 480)")
     r.add_argument("--fps", type=float, default=None, help="sampling rate (default: the action model's)")
     r.add_argument("--stride", type=int, default=8, help="window stride in frames")
     r.add_argument("--out", default=None, help="write the JSON here (default: stdout)")
