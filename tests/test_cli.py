@@ -35,13 +35,13 @@ def test_run_people_video_end_to_end(tmp_path):
                            "--out", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
-    assert r["status"] in ("ok", "no_person")
+    assert r["status"] == "ok"
     assert r["classes"][0] == "JUMPING" and len(r["classes"]) == 6
     assert r["video"]["width"] == 640 and r["video"]["height"] == 360
     assert abs(r["video"]["sampled_fps"] - 22.0) < 0.5
     assert r["models"]["action"]["name"] == "gru_har" and len(r["models"]["action"]["sha256"]) == 64
     assert r["models"]["pose"]["name"]
-    assert r["persons"] or r["short_tracks"], "the photo has people in it"
+    assert len(r["persons"]) == 2, "the photo has two people, tracked for the whole 2.5 s clip"
     for p in r["persons"]:
         assert p["label"] in r["classes"] + ["uncertain"] and p["windows"] and p["segments"]
     assert "torch" not in proc.stderr
@@ -94,3 +94,22 @@ def test_train_command_smoke(tmp_path, capsys):
 def test_train_command_needs_a_data_source(capsys):
     pytest.importorskip("torch")
     assert main(["train", "--out", "unused"]) == 2
+
+
+@need_models
+def test_video_shorter_than_a_window_reports_no_person_with_its_short_tracks(tmp_path, capsys):
+    from media import make_people_video
+    video = make_people_video(tmp_path / "short.mp4", seconds=0.5, fps=30.0)  # 11 frames at 22 Hz < 32
+    assert main(["run", str(video), "--imgsz", "320", "--quiet"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["status"] == "no_person" and r["persons"] == []
+    assert len(r["short_tracks"]) == 2
+    assert all(t["frames"] == r["video"]["frames_sampled"] == 11 for t in r["short_tracks"])
+
+
+@need_models
+def test_single_frame_video_is_refused_with_a_reason(tmp_path, capsys):
+    from media import make_people_video
+    video = make_people_video(tmp_path / "one.mp4", seconds=1 / 30, fps=30.0)
+    assert main(["run", str(video), "--imgsz", "320", "--quiet"]) == 2
+    assert "single still image" in capsys.readouterr().err
