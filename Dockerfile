@@ -9,8 +9,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HAR_STORAGE_DIR=/data/storage
 
 # libglib2.0-0: needed by OpenCV's video I/O
+# ffmpeg: encodes the annotated video as H.264 .mp4 (worker/annotate.py; without it: OpenCV VP8 .webm, slower)
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libglib2.0-0 \
+ && apt-get install -y --no-install-recommends libglib2.0-0 ffmpeg \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -120,11 +120,14 @@ def openapi_document(settings=None) -> dict[str, Any]:
                 "get": {
                     "tags": ["reports"],
                     "operationId": "getAnnotatedVideo",
-                    "summary": "The annotated video (WebM), with byte-range support",
+                    "summary": "The annotated video (H.264 MP4, or VP8 WebM where ffmpeg is absent), with byte-range support",
                     "parameters": [JOB_ID, {"name": "download", "in": "query", "schema": {"type": "boolean"},
                                             "description": "Send as an attachment."}],
                     "responses": {
-                        "200": {"description": "The video.", "content": {"video/webm": {"schema": {"type": "string", "format": "binary"}}}},
+                        "200": {"description": "The video.", "content": {
+                            "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+                            "video/webm": {"schema": {"type": "string", "format": "binary"}},
+                        }},
                         "206": {"description": "Part of the video (Range request)."},
                         "404": _error("Unknown job, or no annotated video (yet)."),
                     },

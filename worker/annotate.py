@@ -1,8 +1,20 @@
 """The annotated video: the sampled frames with each person's skeleton, box, track id and the action
-label (with its confidence) at that moment. Written as WebM (VP8), which browsers play inline."""
+label (with its confidence) at that moment.
+
+Encoding: when an ``ffmpeg`` binary is on PATH the frames are piped to it raw and encoded as H.264
+(libx264, yuv420p, ``+faststart``) into .mp4, which every browser plays inline; that is several times
+faster than OpenCV's VP8 encoder and the file is far smaller. Without ffmpeg, or when it fails, the
+video is written with OpenCV as WebM (VP8). :func:`write_annotated_video` says which one it wrote
+(path, media type) in its :class:`AnnotatedVideo`.
+"""
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -11,8 +23,15 @@ import numpy as np
 from models.layouts import get_layout
 from models.tracks import PoseExtraction
 
-MAX_WIDTH = 960
-FOURCC = "VP80"
+log = logging.getLogger("worker")
+
+MAX_SIDE = 960  # the annotated video's longest side is capped at this many pixels
+FOURCC = "VP80"  # the OpenCV fallback
+X264_PRESET = "veryfast"
+X264_CRF = 23
+FFMPEG_FINISH_TIMEOUT_S = 120.0  # for ffmpeg to flush and exit once all frames are written
+ENCODERS = ("auto", "ffmpeg", "opencv")
+FORMATS = {"ffmpeg": (".mp4", "video/mp4"), "opencv": (".webm", "video/webm")}
 KPT_CONF = 0.3
 EDGES_BY_NAME = [
     ("nose", "l_eye"), ("nose", "r_eye"), ("l_eye", "l_ear"), ("r_eye", "r_ear"),
@@ -85,50 +104,181 @@ def draw_frame(img: np.ndarray, entries, edges, scale: float, t: float) -> np.nd
     return img
 
 
-def write_annotated_video(video_path: str | os.PathLike, extraction: PoseExtraction, result: dict | None,
-                          out_path: str | os.PathLike, max_width: int = MAX_WIDTH) -> int:
-    """Write the annotated sampled frames to ``out_path`` (.webm); returns the number of frames."""
+class EncoderError(RuntimeError):
+    """The video encoder (not the input video) failed."""
+
+
+@dataclass(frozen=True)
+class AnnotatedVideo:
+    path: Path  # the file written: ``out_path`` with the suffix of the format used
+    media_type: str  # "video/mp4" or "video/webm"
+    frames: int
+    encoder: str  # "ffmpeg" (H.264 .mp4) or "opencv" (VP8 .webm)
+
+
+def ffmpeg_binary() -> str | None:
+    """The ``ffmpeg`` executable on PATH, or None."""
+    return shutil.which("ffmpeg")
+
+
+class _FfmpegWriter:
+    """Raw BGR frames on stdin → H.264 .mp4 (libx264, yuv420p, moov atom first)."""
+
+    def __init__(self, binary: str, path: Path, size: tuple[int, int], fps: float):
+        self._err = tempfile.TemporaryFile()
+        cmd = [binary, "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}", "-framerate", f"{fps:.6g}",
+               "-i", "pipe:0", "-an", "-c:v", "libx264", "-preset", X264_PRESET, "-crf", str(X264_CRF),
+               "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(path)]
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
+        except OSError as exc:
+            self._err.close()
+            raise EncoderError(f"cannot start ffmpeg: {exc}") from exc
+
+    def _stderr(self) -> str:
+        try:
+            self._err.seek(0)
+            text = self._err.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+        return text[-500:]
+
+    def write(self, frame: np.ndarray) -> None:
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).data)
+        except (OSError, ValueError) as exc:  # BrokenPipeError: ffmpeg exited
+            self._proc.wait()
+            raise EncoderError(f"ffmpeg stopped (exit {self._proc.returncode}): {self._stderr()}") from exc
+
+    def close(self) -> None:
+        try:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                rc = self._proc.wait(timeout=FFMPEG_FINISH_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+                raise EncoderError(f"ffmpeg did not finish within {FFMPEG_FINISH_TIMEOUT_S:.0f} s") from None
+            if rc != 0:
+                raise EncoderError(f"ffmpeg failed (exit {rc}): {self._stderr()}")
+        finally:
+            self._err.close()
+
+    def abort(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        self._proc.wait()
+        self._err.close()
+
+
+class _OpenCVWriter:
+    """OpenCV's VP8 encoder → .webm (slow, but needs nothing beyond OpenCV)."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float):
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), fps, size)
+        if not self._writer.isOpened():
+            self._writer.release()
+            raise EncoderError(f"OpenCV cannot write {FOURCC} video here")
+
+    def write(self, frame: np.ndarray) -> None:
+        self._writer.write(frame)
+
+    def close(self) -> None:
+        self._writer.release()
+
+    abort = close
+
+
+def _annotated_frames(video_path, extraction: PoseExtraction, result: dict | None, out_size: tuple[int, int]):
+    """Yield the annotated sampled frames, ``out_size`` (w, h) each."""
     from models.video import sample_frames
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     persons = {int(p["track_id"]): p for p in (result or {}).get("persons") or []}
     edges = _edges(extraction.layout)
     by_frame: dict[int, list] = {}
     for tr in extraction.tracks:
         for row, fi in enumerate(np.asarray(tr.frame_indices)):
             by_frame.setdefault(int(fi), []).append((tr, row))
-
-    w, h = int(extraction.width), int(extraction.height)
-    scale = min(1.0, max_width / float(w)) if w else 1.0
-    out_w, out_h = max(2, int(round(w * scale)) // 2 * 2), max(2, int(round(h * scale)) // 2 * 2)
-    fps = float(extraction.sampled_fps) or 10.0
-    tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}{out_path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC), fps, (out_w, out_h))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {FOURCC} video here")
+    w = int(extraction.width)
+    out_w, out_h = out_size
     target = extraction.meta.get("target_fps", extraction.sampled_fps) if extraction.meta else extraction.sampled_fps
+    for idx, t, frame in sample_frames(video_path, target or None):
+        if frame.shape[1] != out_w or frame.shape[0] != out_h:
+            frame = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        t_s = float(extraction.frame_times[idx]) if idx < len(extraction.frame_times) else float(t)
+        entries = []
+        for tr, row in by_frame.get(idx, []):
+            label, conf = label_at(persons.get(int(tr.track_id)), t_s)
+            entries.append((int(tr.track_id), tr.keypoints[row], tr.boxes[row], label, conf))
+        yield draw_frame(frame, entries, edges, out_w / w if w else 1.0, t_s)
+
+
+def output_size(width: int, height: int, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """(w, h) of the annotated video: at most ``max_side`` on the longest side, even numbers."""
+    longest = max(int(width), int(height))
+    scale = min(1.0, max_side / float(longest)) if longest > 0 else 1.0
+    return (max(2, int(round(width * scale)) // 2 * 2), max(2, int(round(height * scale)) // 2 * 2))
+
+
+def _write(kind: str, binary: str | None, video_path, extraction, result, out_path: Path,
+           max_side: int) -> AnnotatedVideo:
+    suffix, media_type = FORMATS[kind]
+    final = out_path.with_suffix(suffix)
+    tmp = final.with_name(f".{final.stem}.{os.getpid()}{suffix}")
+    size = output_size(extraction.width, extraction.height, max_side)
+    fps = float(extraction.sampled_fps) or 10.0
+    writer = None
     written = 0
     try:
-        for idx, t, frame in sample_frames(video_path, target or None):
-            if frame.shape[1] != w or frame.shape[0] != h:
-                frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            if scale != 1.0 or (out_w, out_h) != (w, h):
-                frame = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA)
-            t_s = float(extraction.frame_times[idx]) if idx < len(extraction.frame_times) else float(t)
-            entries = []
-            for tr, row in by_frame.get(idx, []):
-                label, conf = label_at(persons.get(int(tr.track_id)), t_s)
-                entries.append((int(tr.track_id), tr.keypoints[row], tr.boxes[row], label, conf))
-            writer.write(draw_frame(frame, entries, edges, out_w / w if w else 1.0, t_s))
+        for frame in _annotated_frames(video_path, extraction, result, size):
+            if writer is None:  # opened at the first frame: no encoder is started for an unreadable video
+                writer = (_FfmpegWriter(binary, tmp, size, fps) if kind == "ffmpeg" else _OpenCVWriter(tmp, size, fps))
+            writer.write(frame)
             written += 1
+        if writer is not None:
+            w, writer = writer, None
+            w.close()
     except BaseException:
-        writer.release()
+        if writer is not None:
+            writer.abort()
         tmp.unlink(missing_ok=True)
         raise
-    writer.release()
     if written == 0:
         tmp.unlink(missing_ok=True)
         raise RuntimeError("no frames could be read for the annotated video")
-    os.replace(tmp, out_path)
-    return written
+    os.replace(tmp, final)
+    return AnnotatedVideo(final, media_type, written, kind)
+
+
+def write_annotated_video(video_path: str | os.PathLike, extraction: PoseExtraction, result: dict | None,
+                          out_path: str | os.PathLike, max_side: int = MAX_SIDE,
+                          encoder: str = "auto") -> AnnotatedVideo:
+    """Write the annotated sampled frames next to ``out_path`` (its suffix is replaced by the format's).
+
+    ``encoder``: "auto" = H.264 .mp4 through ffmpeg when it is on PATH, else (or when it fails) VP8 .webm
+    through OpenCV; "ffmpeg" or "opencv" force one (no fallback).
+    """
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if encoder in ("auto", "ffmpeg"):
+        binary = ffmpeg_binary()
+        if binary is None and encoder == "ffmpeg":
+            raise EncoderError("ffmpeg is not on PATH")
+        if binary is not None:
+            try:
+                return _write("ffmpeg", binary, video_path, extraction, result, out_path, max_side)
+            except EncoderError as exc:
+                if encoder == "ffmpeg":
+                    raise
+                log.warning("annotated video: ffmpeg failed (%s); writing VP8 WebM with OpenCV instead", exc)
+    return _write("opencv", None, video_path, extraction, result, out_path, max_side)

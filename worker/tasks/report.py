@@ -13,8 +13,9 @@ from har.storage import sha256_file
 from worker import runtime
 from worker.celery_app import REPORT_TASK, celery_app
 
-VIDEO_NAME = "annotated.webm"
-VIDEO_MEDIA_TYPE = "video/webm"
+# The annotated video's name; its suffix and media type follow the format written (worker/annotate.py):
+# annotated.mp4 (video/mp4, H.264 through ffmpeg) or annotated.webm (video/webm, OpenCV VP8 fallback).
+VIDEO_NAME = "annotated.mp4"
 
 
 def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
@@ -36,16 +37,25 @@ def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
             data = pose.data if pose is not None else None
 
         video_note = None
+        video = None  # AnnotatedVideo
         annotate_s = 0.0
         with runtime.Heartbeat(settings, claim):
             if params["annotate"] and data is not None:
                 t0 = time.monotonic()
-                out, rel = storage.job_path(job_id, VIDEO_NAME)
+                out, _rel = storage.job_path(job_id, VIDEO_NAME)
                 try:
-                    write_annotated_video(storage.path(video_rel), PoseExtraction.from_bytes(data), result, out)
+                    video = write_annotated_video(storage.path(video_rel), PoseExtraction.from_bytes(data), result,
+                                                  out)
                 except Exception as exc:  # the reports are still worth delivering
                     runtime.log.warning("report: annotated video for job %s failed", job_id, exc_info=True)
                     video_note = f"annotated video not available ({type(exc).__name__}: {exc})"[:300]
+                else:
+                    for suffix in (".mp4", ".webm"):  # a retried job may have left the other format behind
+                        if suffix != video.path.suffix:
+                            try:
+                                video.path.with_suffix(suffix).unlink(missing_ok=True)
+                            except OSError:
+                                pass
                 annotate_s = time.monotonic() - t0
 
             with session_scope(settings) as s:
@@ -70,8 +80,8 @@ def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
                 files = render_reports(job, storage)  # json, csv, html
                 finish_timings()  # include the rendering itself ...
                 files = render_reports(job, storage)  # ... and write the files with the final numbers
-                if params["annotate"] and video_note is None and data is not None:
-                    files.append(("video", rel, VIDEO_MEDIA_TYPE))
+                if video is not None:
+                    files.append(("video", storage.relative(video.path), video.media_type))
                 s.execute(delete(Report).where(Report.job_id == job_id))
                 for kind, rel_path, media_type in files:
                     path = storage.path(rel_path)
