@@ -28,6 +28,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Optional: ffmpeg encodes the annotated video as H.264 .mp4, ~4x faster than the OpenCV .webm fallback.
+if ! command -v ffmpeg >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
+    echo "start.sh: installing ffmpeg (optional, for the annotated video) ..."
+    { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends ffmpeg; } >/dev/null 2>&1 \
+      || echo "start.sh: could not install ffmpeg; annotated videos will be written as .webm" >&2
+  else
+    echo "start.sh: ffmpeg not found; annotated videos will be written as .webm (slower)" >&2
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "start.sh: creating .venv ..."
   python3 -m venv .venv
