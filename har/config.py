@@ -77,8 +77,21 @@ class Settings:
             return self.secret_key
         path = Path(self.data_dir) / "secret_key"
         if not path.exists():
+            # Several processes (gunicorn workers) may start at once: the first to create the file
+            # wins and the others read its key. Written to a temporary file and linked into place, so
+            # nobody ever reads a half-written key or replaces one already handed out.
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(os.urandom(32).hex())
+            tmp = path.with_name(f".secret_key.{os.getpid()}.{os.urandom(4).hex()}")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(os.urandom(32).hex())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass
+            finally:
+                tmp.unlink(missing_ok=True)
         return path.read_text().strip()
 
 

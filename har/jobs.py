@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from har.db import (
@@ -120,10 +121,6 @@ def fail_job(session: Session, job: Job, reason: str) -> bool:
     return set_status(session, job, FAILED, reason)
 
 
-def is_final(job: Job) -> bool:
-    return job.status in TERMINAL_STATES
-
-
 def stage_index(status: str) -> int:
     """Position in the lifecycle (failed counts as final)."""
     order = (QUEUED, EXTRACTING, CLASSIFYING, REPORTING, DONE)
@@ -131,6 +128,16 @@ def stage_index(status: str) -> int:
 
 
 def lock_job(session: Session, job_id: str) -> Job | None:
-    """The job row, locked for this transaction (``SELECT … FOR UPDATE OF jobs`` on PostgreSQL; SQLite
-    serializes writers anyway) and refreshed from the database."""
+    """The job row, locked for this transaction and refreshed from the database.
+
+    PostgreSQL: ``SELECT … FOR UPDATE OF jobs``. SQLite has no row locks, and its driver runs a SELECT
+    outside any transaction, so a plain read would let two writers both see the old state and both
+    act on it (two claims of one stage, a sweep failing a job that a task just finished). There a
+    no-op UPDATE of the row comes first: it opens the transaction and takes the database's write lock
+    (other writers wait, up to the busy timeout) before the row is read.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        # sets updated_at to itself: a real no-op (naming the column keeps its onupdate from firing)
+        session.execute(update(Job).where(Job.id == job_id).values(updated_at=Job.updated_at),
+                        execution_options={"synchronize_session": False})
     return session.get(Job, job_id, with_for_update={"of": Job}, populate_existing=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import unicodedata
 import uuid
 from pathlib import Path
@@ -47,10 +46,18 @@ def safe_filename(name: str | None, default: str = "file", max_len: int = 120) -
     return name
 
 
+_EXT = re.compile(r"^[a-z0-9]{1,10}$")
+
+
 def file_extension(name: str | None) -> str:
-    """Lower-case extension without the dot (``"mp4"``), or ``""``."""
-    suffix = Path(safe_filename(name, default="")).suffix
-    return suffix[1:].lower() if suffix else ""
+    """Lower-case extension without the dot (``"mp4"``), or ``""``.
+
+    Taken from the name as sent (after its last path separator), not from :func:`safe_filename`:
+    a name with no ASCII stem such as ``видео.mp4`` still has the extension ``mp4``.
+    """
+    base = os.path.basename((name or "").replace("\\", "/"))
+    ext = Path(base).suffix[1:].lower()
+    return ext if _EXT.match(ext) else ""
 
 
 
@@ -60,12 +67,6 @@ class Storage:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-
-    @classmethod
-    def from_settings(cls, settings=None) -> "Storage":
-        from har.config import load_settings
-
-        return cls((settings or load_settings()).resolved_storage_dir)
 
     def __repr__(self) -> str:
         return f"Storage({str(self.root)!r})"
@@ -156,8 +157,3 @@ class Storage:
             p.unlink()
             return True
         return False
-
-    def delete_job_dir(self, job_id: str) -> None:
-        d = self.job_dir(job_id, create=False)
-        if d.exists():
-            shutil.rmtree(d)

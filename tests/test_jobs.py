@@ -107,6 +107,41 @@ def test_no_going_back_no_skipping_no_leaving_final_states(sqlite_db):
     assert ev[-1][1] == "The video could not be read: broken"
 
 
+def test_lock_job_holds_other_writers_off_until_commit_on_sqlite(sqlite_db):
+    """Two workers must never both read a job's old state and both act on it: while one transaction
+    holds the job (lock_job), another lock_job waits and then sees the committed change."""
+    import threading
+    import time
+
+    from har.database import session_scope
+    from har.jobs import lock_job
+
+    job_id = new_job(sqlite_db)
+    seen = []
+    with session_scope(sqlite_db) as s:
+        job = lock_job(s, job_id)
+        before = job.updated_at
+
+        def second():
+            with session_scope(sqlite_db) as s2:
+                seen.append(lock_job(s2, job_id).status)
+
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+        assert seen == [], "a second lock_job read the job while the first transaction held it"
+        set_status(s, job, EXTRACTING, "claimed")
+    t.join(10)
+    assert seen == [EXTRACTING]
+    with session_scope(sqlite_db) as s:  # the lock itself changes nothing (updated_at neither)
+        assert s.get(Job, job_id).status == EXTRACTING
+    with session_scope(sqlite_db) as s:
+        job = lock_job(s, job_id)
+        stamp = job.updated_at
+    with session_scope(sqlite_db) as s:
+        assert s.get(Job, job_id).updated_at == stamp != before
+
+
 # ------------------------------------------------------------------------------- migrations
 def test_migrations_upgrade_downgrade_sqlite(tmp_path):
     from alembic.autogenerate import compare_metadata
@@ -186,10 +221,11 @@ def test_stages_run_once_and_duplicates_are_no_ops(video_job):
     assert sent == [(CLASSIFY_TASK, job_id)]
     after_pose = rows(settings, job_id)
     assert after_pose["tracks"] and after_pose["pose"] > 0
-    # a duplicate or redelivered pose task for a job past that stage does nothing
+    # a duplicate or redelivered pose task for a job past that stage changes nothing; while the job still
+    # waits for its classify task it sends that again (the first one may never have been sent)
     assert run_pose(settings, job_id, "pose-1") is False
     assert run_pose(settings, job_id, "pose-2") is False
-    assert rows(settings, job_id) == after_pose and len(sent) == 1
+    assert rows(settings, job_id) == after_pose and sent == [(CLASSIFY_TASK, job_id)] * 3
 
     assert run_classify(settings, job_id, "classify-1") is True
     assert sent[-1] == (REPORT_TASK, job_id)
@@ -307,8 +343,65 @@ def test_migrations_upgrade_downgrade_postgres(postgres_url):
     upgrade_database(url)
     assert current_revision(url) == head_revision()
     assert set(inspect(get_engine(url)).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with get_engine(url).connect() as conn:  # the migrations create exactly the models' schema here too
+        assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
     downgrade_database(url, "base")
     assert set(inspect(get_engine(url)).get_table_names()) <= {"alembic_version"}
     upgrade_database(url)
     assert current_revision(url) == head_revision()
     get_engine(url).dispose()
+
+
+def test_an_error_in_a_superseded_task_does_not_fail_the_job_its_successor_runs(video_job, monkeypatch):
+    """The sweep gave the pose stage to a new task while the old one was presumed dead; when the old one
+    then hits an error, the job stays with the live task instead of being failed under it."""
+    from har.database import session_scope
+    from models.pose import extract as extract_mod
+    from worker.tasks.pose import run_pose
+
+    settings, job_id, sent = video_job
+
+    def superseded_then_broken(*args, **kwargs):
+        with session_scope(settings) as s:  # meanwhile: the sweep requeued, and pose-2 claimed the job
+            job = s.get(Job, job_id)
+            job.task_id, job.attempts = "pose-2", 2
+            job.worker, job.heartbeat_at = f"{socket.gethostname()}:{os.getppid()}", utcnow()
+        raise RuntimeError("lost the video decoder")
+
+    monkeypatch.setattr(extract_mod, "extract_tracks", superseded_then_broken)
+    assert run_pose(settings, job_id, "pose-1") is False
+    job = job_row(settings, job_id)
+    assert (job.status, job.task_id, job.error) == (EXTRACTING, "pose-2", None)
+    assert [e[0] for e in events(settings, job_id)] == [QUEUED, EXTRACTING]
+    # the task that holds the job fails it as usual
+    from worker import runtime
+
+    runtime.fail(settings, job_id, "pose", RuntimeError("boom"), "pose-2")
+    assert job_row(settings, job_id).status == FAILED
+
+
+def test_worker_killed_between_commit_and_hand_over_the_redelivered_task_enqueues_the_next_stage(video_job,
+                                                                                                  monkeypatch):
+    """The pose stage committed ``classifying`` and its worker died before sending the classify task: the
+    broker redelivers the pose task (acks late), which sends the classify task instead of leaving the
+    job to wait for the sweep; the classify task then runs once, and a duplicate of it is a no-op."""
+    from worker import runtime
+    from worker.celery_app import CLASSIFY_TASK, REPORT_TASK
+    from worker.tasks.classify import run_classify
+    from worker.tasks.pose import run_pose
+
+    settings, job_id, sent = video_job
+    monkeypatch.setattr(runtime, "hand_over", lambda *a: None)  # the process dies right after the commit
+    assert run_pose(settings, job_id, "pose-1") is True
+    assert job_row(settings, job_id).status == CLASSIFYING
+    monkeypatch.setattr(runtime, "hand_over", lambda settings, task, jid: sent.append((task, jid)))
+    assert run_pose(settings, job_id, "pose-1") is False  # the redelivery
+    assert sent == [(CLASSIFY_TASK, job_id)]
+    assert [e[0] for e in events(settings, job_id)] == [QUEUED, EXTRACTING, CLASSIFYING]
+    assert run_classify(settings, job_id, "classify-1") is True
+    assert sent == [(CLASSIFY_TASK, job_id), (REPORT_TASK, job_id)]
+    assert run_pose(settings, job_id, "pose-1") is False  # past classifying now: nothing is sent
+    assert len(sent) == 2

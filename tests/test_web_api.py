@@ -149,6 +149,19 @@ def test_upload_creates_queued_job(client, settings, enqueued, clip):
     assert detail["error"] is None
 
 
+@pytest.mark.parametrize("name", ["видео.mp4", "视频.MP4", "../../etc/clip.mp4"])
+def test_upload_with_non_ascii_or_path_in_filename(client, settings, enqueued, clip, name):
+    """The extension comes from the name as sent: a name without ASCII letters is still an .mp4, and
+    a path in the name never reaches the storage layout."""
+    r = upload(client, clip, name)
+    assert r.status_code == 202, r.json
+    with session_scope(settings) as s:
+        video = s.get(Job, r.json["id"]).video
+        assert video.original_filename == name and video.container == "mp4"
+        assert video.path.startswith("uploads/") and video.path.endswith(".mp4") and ".." not in video.path
+    assert [p.parent for p in stored_files(settings)] == [settings.resolved_storage_dir.resolve() / "uploads"]
+
+
 @pytest.mark.parametrize("case", ["empty", "text_as_mp4", "truncated", "extension", "no_extension"])
 def test_bad_uploads_rejected_and_nothing_kept(client, settings, enqueued, clip, tmp_path, case):
     if case == "empty":

@@ -183,6 +183,11 @@ def test_jobs_list_newest_first_paginated_with_badges(tmp_path, enqueued):
         failed = client.get("/jobs?status=failed").data.decode()
         assert re.findall(r">(clip\d\d\.mp4)</a>", failed) == ["clip11.mp4"]
         assert client.get("/jobs?page=abc").status_code == 200
+        for beyond in ("4", "99999999999999999999"):  # past the end, even past what the database can count
+            r = client.get(f"/jobs?page={beyond}")
+            assert r.status_code == 200
+            assert "Page 3 of 3" in visible_text(r.data)
+            assert re.findall(r">(clip\d\d\.mp4)</a>", r.data.decode()) == ["clip01.mp4", "clip00.mp4"]
     finally:
         dispose_engines()
 
@@ -192,3 +197,20 @@ def test_static_assets_are_local(client):
         r = client.get(f"/static/{name}")
         assert r.status_code == 200 and len(r.data) > 200
         assert b"http://" not in r.data and b"https://" not in r.data
+
+
+def test_generated_secret_key_is_never_replaced_once_handed_out(tmp_path, monkeypatch):
+    """Gunicorn workers start together: one that checked for the key file just before another created it
+    must read that key, not write its own (CSRF tokens would then fail at random between workers)."""
+    from pathlib import Path
+
+    from har.config import load_settings
+
+    settings = load_settings(data_dir=str(tmp_path), secret_key="")
+    first = settings.resolved_secret_key
+    assert len(first) == 64 and (tmp_path / "secret_key").read_text() == first
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # the race: the file appears after the check
+    assert settings.resolved_secret_key == first
+    assert load_settings(data_dir=str(tmp_path), secret_key="").resolved_secret_key == first
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]

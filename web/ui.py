@@ -58,7 +58,7 @@ def jobs():
 
     settings = get_settings()
     try:
-        page = max(1, int(request.args.get("page", 1)))
+        page = min(max(1, int(request.args.get("page", 1))), 1_000_000)  # a huge offset overflows the DB
     except ValueError:
         page = 1
     status = request.args.get("status") or None
@@ -66,6 +66,9 @@ def jobs():
         status = None
     per_page = settings.jobs_per_page
     items, total, pages = paginate_jobs(page, per_page, status)
+    if page > pages:  # beyond the end (the list shrank, or a hand-made link): show the last page
+        page = pages
+        items, total, pages = paginate_jobs(page, per_page, status)
     return render_template("jobs.html", jobs=items, page=page, pages=pages, total=total, status=status,
                            states=STATES, per_page=per_page)
 

@@ -29,6 +29,7 @@ from har.database import session_scope
 from har.db import CLASSIFYING, EXTRACTING, QUEUED, REPORTING, TERMINAL_STATES, Job, utcnow
 from har.jobs import as_utc, fail_job, lock_job, set_status, stage_index
 from har.storage import Storage
+from worker.celery_app import CLASSIFY_TASK, REPORT_TASK
 
 log = logging.getLogger("worker")
 
@@ -91,8 +92,25 @@ class Claim:
     start_monotonic: float
 
 
+# stage -> the task of the stage after it, and the state a job waits in for that task
+NEXT_TASK = {"pose": (CLASSIFY_TASK, CLASSIFYING), "classify": (REPORT_TASK, REPORTING)}
+
+
 def claim(settings: Settings, job_id: str, stage: str, task_id: str | None) -> Claim | None:
-    """Take the job for ``stage`` or return None (the task is then a no-op). See the module doc."""
+    """Take the job for ``stage`` or return None (the task is then a no-op). See the module doc.
+
+    A task for a job that already moved on to the next stage, which no worker has picked up yet,
+    sends that stage's task again before returning None: it is the redelivery of a task whose worker
+    died between committing the stage and enqueuing the next one (a duplicate is skipped by the next
+    stage's own claim), and the job goes on now instead of waiting for the sweep."""
+    resend: list[str] = []
+    result = _claim(settings, job_id, stage, task_id, resend)
+    for task_name in resend:
+        hand_over(settings, task_name, job_id)
+    return result
+
+
+def _claim(settings: Settings, job_id: str, stage: str, task_id: str | None, resend: list[str]) -> Claim | None:
     running_state, entry_states = STAGES[stage]
     task_id = task_id or "local"
     with session_scope(settings) as s:
@@ -105,6 +123,10 @@ def claim(settings: Settings, job_id: str, stage: str, task_id: str | None) -> C
             return None
         if stage_index(job.status) > stage_index(running_state):
             log.info("%s: job %s is already past this stage (%s); skipped", stage, job_id, job.status)
+            next_task, waiting_state = NEXT_TASK.get(stage, (None, None))
+            if next_task and job.status == waiting_state and job.task_id is None:
+                log.warning("%s: job %s waits for %s: enqueued it again", stage, job_id, next_task)
+                resend.append(next_task)
             return None
         if job.status not in entry_states:
             log.warning("%s: job %s is %s, not ready for this stage; skipped", stage, job_id, job.status)
@@ -187,13 +209,21 @@ def readable_reason(stage: str, exc: BaseException) -> str:
     return f"Internal error in the {stage} stage ({detail[:500]})."
 
 
-def fail(settings: Settings, job_id: str, stage: str, exc: BaseException) -> None:
-    """Mark the job failed for ``exc`` (unless it is already final). Never raises."""
+def fail(settings: Settings, job_id: str, stage: str, exc: BaseException, task_id: str | None = None) -> None:
+    """Mark the job failed for ``exc`` (unless it is already final).
+
+    ``task_id``: the task that hit the error. When another task holds the job by now (the sweep gave
+    the stage to a new task while this one was presumed dead), the job is that task's to finish or
+    fail: the error is only logged."""
     reason = readable_reason(stage, exc)
     log.error("%s: job %s failed: %s", stage, job_id, reason, exc_info=exc)
     try:
         with session_scope(settings) as s:
             job = lock_job(s, job_id)
+            if job is not None and task_id is not None and job.task_id not in (None, task_id):
+                log.warning("%s: job %s is held by task %s now; not failed for the error of task %s",
+                            stage, job_id, job.task_id, task_id)
+                return
             if job is not None:
                 fail_job(s, job, reason)
     except Exception:
@@ -270,5 +300,5 @@ def run_stage(task, stage: str, fn, job_id: str) -> bool:
         if transient(exc) and task.request.retries < TRANSIENT_RETRIES:
             log.warning("%s: job %s: %s; retrying", stage, job_id, exc)
             raise task.retry(exc=exc, countdown=min(60, 5 * 2 ** task.request.retries))
-        fail(settings, job_id, stage, exc)
+        fail(settings, job_id, stage, exc, task.request.id or "local")
         return False

@@ -76,7 +76,7 @@ def run_classify(settings: Settings, job_id: str, task_id: str | None) -> bool:
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
         if runtime.transient(exc):
             raise  # the Celery task retries it (runtime.run_stage)
-        runtime.fail(settings, job_id, "classify", exc)
+        runtime.fail(settings, job_id, "classify", exc, claim.task_id)
         return False
     runtime.hand_over(settings, REPORT_TASK, job_id)
     return True

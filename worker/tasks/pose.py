@@ -87,7 +87,7 @@ def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
         if runtime.transient(exc):
             raise  # the Celery task retries it (runtime.run_stage)
-        runtime.fail(settings, job_id, "pose", exc)
+        runtime.fail(settings, job_id, "pose", exc, claim.task_id)
         return False
     # committed: now hand over to the classify stage
     runtime.hand_over(settings, CLASSIFY_TASK, job_id)

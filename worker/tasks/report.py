@@ -90,7 +90,7 @@ def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
         if runtime.transient(exc):
             raise  # the Celery task retries it (runtime.run_stage)
-        runtime.fail(settings, job_id, "report", exc)
+        runtime.fail(settings, job_id, "report", exc, claim.task_id)
         return False
     return True
 
