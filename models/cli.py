@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -35,13 +36,17 @@ def cmd_run(args) -> int:
     from .pose.extract import extract_tracks
     from .video import VideoError
 
-    classifier = ActionClassifier(args.action_model, threads=args.threads or 1)
     kw = {"imgsz": args.imgsz} if args.imgsz else {}
     if args.threads:
         kw["threads"] = args.threads
     if args.pose_model:
         kw["model_path"] = args.pose_model
-    estimator = load_pose_estimator("onnx", **kw)
+    try:
+        classifier = ActionClassifier(args.action_model, threads=args.threads or 1)
+        estimator = load_pose_estimator("onnx", **kw)
+    except (OSError, ValueError, KeyError) as exc:  # missing/unreadable model or card, bad --imgsz
+        print(f"error: cannot load the models: {exc}", file=sys.stderr)
+        return 2
     fps = args.fps if args.fps else classifier.fps
     try:
         extraction = extract_tracks(args.video, estimator, target_fps=fps, batch_size=args.batch_size,
@@ -53,8 +58,12 @@ def cmd_run(args) -> int:
                                  uncertain_threshold=args.uncertain_threshold, min_track_s=args.min_track_s)
     text = json.dumps(result, indent=2 if args.indent else None)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        try:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
+            return 2
         if not args.quiet:
             summary = ", ".join(f"#{p['track_id']} {p['label']} ({round(100 * p['confidence'])} %)"
                                 for p in result["persons"]) or "no person"
@@ -95,8 +104,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    import numpy as np
-
     from .action.classifier import ActionClassifier
     from .action.dataset import load_split
     from .action.evaluate import metrics
@@ -122,8 +129,22 @@ def cmd_evaluate(args) -> int:
            "uncertain_threshold": clf.uncertain_threshold, "coverage": round(float(acc.mean()), 4),
            "accuracy_accepted": round(float((probs.argmax(1) == y)[acc].mean()), 4) if acc.any() else None}
     print(json.dumps(out, indent=2))
-    del np
     return 0
+
+
+def _number(kind, minimum: float, strict: bool = False, multiple_of: int | None = None):
+    """argparse type: a number >= minimum (> minimum if strict), optionally a multiple of ``multiple_of``."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if math.isnan(v) or v < minimum or (strict and v == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
+        if multiple_of and v % multiple_of:
+            raise argparse.ArgumentTypeError(f"must be a multiple of {multiple_of}, got {text}")
+        return v
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,15 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="video -> pose -> action timeline JSON")
     r.add_argument("video")
-    r.add_argument("--imgsz", type=int, default=None,
+    r.add_argument("--imgsz", type=_number(int, 32, multiple_of=32), default=None,
                    help="pose model input size (default: models.pose.DEFAULT_IMGSZ, 480)")
-    r.add_argument("--fps", type=float, default=None, help="sampling rate (default: the action model's)")
-    r.add_argument("--stride", type=int, default=8, help="window stride in frames")
+    r.add_argument("--fps", type=_number(float, 0, strict=True), default=None,
+                   help="sampling rate (default: the action model's)")
+    r.add_argument("--stride", type=_number(int, 1), default=8, help="window stride in frames")
     r.add_argument("--out", default=None, help="write the JSON here (default: stdout)")
-    r.add_argument("--threads", type=int, default=None)
-    r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--uncertain-threshold", type=float, default=None, help="default: the model card's")
-    r.add_argument("--min-track-s", type=float, default=None)
+    r.add_argument("--threads", type=_number(int, 0), default=None)
+    r.add_argument("--batch-size", type=_number(int, 1), default=8)
+    r.add_argument("--uncertain-threshold", type=_number(float, 0), default=None, help="default: the model card's")
+    r.add_argument("--min-track-s", type=_number(float, 0), default=None)
     r.add_argument("--action-model", default=None, help="default: the shipped int8 model")
     r.add_argument("--pose-model", default=None)
     r.add_argument("--indent", action="store_true")

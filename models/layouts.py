@@ -55,11 +55,12 @@ def mirror_name(name: str) -> str:
 
 
 def present_mask(kpts: np.ndarray) -> np.ndarray:
-    """Boolean ``(..., K)``: True where the joint is present."""
+    """Boolean ``(..., K)``: True where the joint is present (non-finite coordinates count as missing)."""
     kpts = np.asarray(kpts)
+    finite = np.isfinite(kpts[..., :2]).all(axis=-1)
     if kpts.shape[-1] >= 3:
-        return kpts[..., 2] > 0
-    return np.any(kpts[..., :2] != 0, axis=-1)
+        return (kpts[..., 2] > 0) & finite
+    return np.any(kpts[..., :2] != 0, axis=-1) & finite
 
 
 def remap(kpts: np.ndarray, src, dst) -> np.ndarray:

@@ -20,6 +20,12 @@ import numpy as np
 
 # Cap on how many frames probe_video decodes to find the length when the container does not say.
 _COUNT_LIMIT = 100_000
+# Frames whose timestamps probe_video reads to check the container's frame rate. A container rate above
+# _MAX_PLAUSIBLE_FPS and _BOGUS_RATE_FACTOR times the frames' own is FFmpeg's 1 / time base fallback
+# (1000 for Matroska/WebM, 90000 for MPEG-TS), not a frame rate.
+_CHECK_FRAMES = 9
+_BOGUS_RATE_FACTOR = 2.0
+_MAX_PLAUSIBLE_FPS = 240.0
 
 
 class VideoError(Exception):
@@ -63,6 +69,12 @@ def _open(path: str | os.PathLike) -> cv2.VideoCapture:
     return cap
 
 
+def _pos_s(cap: cv2.VideoCapture) -> float:
+    """Timestamp (seconds) of the frame just read or grabbed; NaN when unknown."""
+    ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+    return float(ms) / 1000.0 if ms is not None and math.isfinite(ms) else float("nan")
+
+
 def _rotation(cap: cv2.VideoCapture) -> int:
     rot = cap.get(cv2.CAP_PROP_ORIENTATION_META)
     if not math.isfinite(rot):
@@ -85,15 +97,29 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         count = int(count) if count and math.isfinite(count) and count > 0 else 0
         rotation = _rotation(cap)
         codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC))
-        if count <= 0 or fps <= 0:
-            # The container does not say: decode to count frames and read the last timestamp.
-            n, last_ms = 1, 0.0
-            while n < _COUNT_LIMIT and cap.grab():
-                n += 1
-                last_ms = max(last_ms, cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
-            count = count or n
-            if fps <= 0 and last_ms > 0 and n > 1:
-                fps = (n - 1) / (last_ms / 1000.0)
+        # Frame timestamps: of every frame when the container gives no length or no rate, else of the
+        # first few, to check the container's rate (without one FFmpeg reports 1 / time base, e.g. 1000 fps).
+        full = count <= 0 or fps <= 0
+        limit = _COUNT_LIMIT if full else _CHECK_FRAMES
+        stamps = [_pos_s(cap)]
+        while len(stamps) < limit and cap.grab():
+            stamps.append(_pos_s(cap))
+        n = len(stamps)
+        known = np.asarray(stamps)[np.isfinite(stamps)]
+        if full or n < limit:  # decoded to the end: the frames and their timestamps are the facts
+            count = n if n < limit or not count else count
+            span = float(known.max() - known.min()) if len(known) > 1 else 0.0
+            if n > 1 and span > 0:
+                fps = (n - 1) / span
+        else:
+            dts = np.diff(known)
+            dts = dts[dts > 0]
+            measured = 1.0 / float(np.median(dts)) if len(dts) else 0.0
+            if measured > 0 and fps > max(_BOGUS_RATE_FACTOR * measured, _MAX_PLAUSIBLE_FPS):
+                # the container's rate is far above the frames' own: keep its duration, trust the timestamps
+                duration = count / fps
+                fps = measured
+                count = max(n, round(duration * fps))
         if count < 2:
             raise VideoError("The file holds a single still image, not a video.")
         duration = count / fps if fps > 0 else 0.0
@@ -137,7 +163,9 @@ class FrameSelector:
         if target_fps is not None and not target_fps > 0:
             raise ValueError("target_fps must be positive or None")
         self.step = 1.0 / target_fps if target_fps else 0.0
-        self.nominal_dt = 1.0 / source_fps if source_fps and math.isfinite(source_fps) and source_fps > 0 else None
+        # a container "rate" above any capture rate is FFmpeg's 1 / time base, not a frame interval
+        plausible = source_fps and math.isfinite(source_fps) and 0 < source_fps <= _MAX_PLAUSIBLE_FPS
+        self.nominal_dt = 1.0 / source_fps if plausible else None
         self._k = 0  # next grid point is k * step (an index, so the grid does not drift)
         self._t0: float | None = None
         self._prev: float | None = None

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from models.action import synth
-from models.action.classifier import DEFAULT_MODEL, ActionClassifier, sha256_file
+from models.action.classifier import DEFAULT_MODEL, ActionClassifier, find_card, sha256_file
 from models.action.timeline import classify_extraction
 from models.layouts import remap
 from models.tracks import PoseExtraction, PoseTrack
@@ -114,3 +114,32 @@ def test_static_poses_are_uncertain(clf):
                      for i in range(60)])
     probs = clf.predict(remap(idle, "openpose18", clf.layout))
     assert (probs.max(1) < clf.uncertain_threshold).mean() >= 0.85
+
+
+def test_non_finite_input_never_reaches_the_model(clf):
+    x, _ = synth.generate_windows(1, "test", seed=2)
+    k = remap(x, "openpose18", clf.layout)
+    k = np.concatenate([k, np.ones(k.shape[:-1] + (1,), np.float32)], -1)
+    k[0, 3, 4, 0] = np.inf
+    p = clf.predict(k)
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-3)
+    f = clf.features(k[:, :, :, :2].copy())
+    f[0, 0, 0], f[0, 1, 1] = np.nan, np.inf
+    assert np.isfinite(clf.predict(f)).all()
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: c.update(joints=c["joints"][1:] + c["joints"][:1]),  # another joint order
+    lambda c: c.update(window=16),
+    lambda c: c.update(classes=c["classes"][:5]),
+])
+def test_a_card_that_does_not_describe_the_model_is_refused(tmp_path, change):
+    import shutil
+    model = tmp_path / DEFAULT_MODEL.name
+    shutil.copy(DEFAULT_MODEL, model)
+    card = json.loads(find_card(DEFAULT_MODEL).read_text())
+    change(card)
+    (tmp_path / "gru_har.card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError):
+        ActionClassifier(model)

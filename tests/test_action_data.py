@@ -117,3 +117,30 @@ def test_features_survive_missing_hips_and_empty_windows():
     assert np.isfinite(f).all() and np.abs(f).max() < 20
     empty = window_features(np.zeros((2, 32, 17, 3), np.float32), "openpose17", "person")
     assert (empty == 0).all()
+
+
+def test_non_finite_keypoints_are_missing_not_nan_features():
+    x, _ = synth.generate_windows(1, "train", seed=5, p_transition=0.0)
+    k = remap(x[:1], "openpose18", "openpose17")
+    k = np.concatenate([k, np.ones(k.shape[:-1] + (1,), np.float32)], -1)
+    k[0, 3, 4, 0] = np.inf  # a corrupt coordinate on a "present" joint
+    k[0, 5, 2, 1] = np.nan
+    f = window_features(k, "openpose17", "person")
+    assert np.isfinite(f).all()
+    from models.layouts import present_mask
+    assert not present_mask(k)[0, 3, 4] and not present_mask(k)[0, 5, 2]
+
+
+def test_real_data_validation_windows_share_no_frames_with_training_windows():
+    from models.action.train import holdout_split
+    # file order as in RNN-HAR-2D-Pose: per class, consecutive windows sliding by 6 frames (26 of 32 shared)
+    frames, y = [], []
+    for c in range(6):
+        start = 10_000 * c
+        for w in range(40):
+            frames.append(start + 6 * w + np.arange(32))
+            y.append(c)
+    frames, y = np.array(frames), np.array(y)
+    fit, val = holdout_split(y)
+    assert len(val) >= 6 and set(y[val]) == set(range(6)) and not set(fit) & set(val)
+    assert not set(frames[fit].ravel()) & set(frames[val].ravel())

@@ -212,3 +212,35 @@ def test_stride_is_configurable(stride):
     r = classify_extraction(extraction([make_track(64)]), ScriptedClassifier(by_nose_x), stride=stride)
     assert len(r["persons"][0]["windows"]) == len(window_starts(64, 32, stride))
     assert r["params"]["stride"] == stride
+
+
+def test_smoothed_window_reports_the_probability_of_its_new_label():
+    rows = [onehot(2)] * 5 + [onehot(5)] + [onehot(2)] * 5  # one CLAPPING window among BOXING ones
+    clf = ScriptedClassifier(lambda w: np.stack(rows[: len(w)]))
+    r = classify_extraction(extraction([make_track(32 + 8 * 10)]), clf, stride=8)
+    w = r["persons"][0]["windows"][5]
+    assert w["label"] == "BOXING"
+    assert w["confidence"] == w["probabilities"][CLASSES.index("BOXING")] == 0.02
+    for w in r["persons"][0]["windows"]:
+        assert w["confidence"] == w["probabilities"][CLASSES.index(w["label"])]
+
+
+def test_segments_do_not_bridge_a_stretch_without_classified_windows():
+    # 10 s track: joints unusable from 3 s to 7 s (too few joints for a window), BOXING around it
+    n = 220
+    tr = make_track(n, nose_x=np.full(n, 250.0))
+    t = tr.times
+    tr.keypoints[(t >= 3.0) & (t < 7.0), :, 2] = 0.1  # below the keypoint confidence floor
+    r = classify_extraction(extraction([tr]), ScriptedClassifier(by_nose_x), stride=8)
+    (p,) = r["persons"]
+    segs = p["segments"]
+    assert [s["label"] for s in segs] == ["BOXING", "BOXING"]
+    assert segs[0]["start_s"] == 0.0 and segs[-1]["end_s"] == 10.0
+    assert segs[0]["end_s"] < 4.0 and segs[1]["start_s"] > 6.0  # the hole is not claimed
+    for w in p["windows"]:  # no classified window lies inside the hole
+        assert w["end_s"] <= segs[0]["end_s"] + 1e-6 or w["start_s"] >= segs[1]["start_s"] - 1e-6
+    # the last window before the hole is not smoothed with a label from across it
+    k = sum(w["start_s"] < 3.0 for w in p["windows"])
+    rows = [onehot(2)] * (k - 1) + [onehot(5)] + [onehot(2)] * (len(p["windows"]) - k)
+    r = classify_extraction(extraction([tr]), ScriptedClassifier(lambda w: np.stack(rows)), stride=8)
+    assert [s["label"] for s in r["persons"][0]["segments"]] == ["BOXING", "CLAPPING_HANDS", "BOXING"]

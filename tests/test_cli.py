@@ -113,3 +113,29 @@ def test_single_frame_video_is_refused_with_a_reason(tmp_path, capsys):
     video = make_people_video(tmp_path / "one.mp4", seconds=1 / 30, fps=30.0)
     assert main(["run", str(video), "--imgsz", "320", "--quiet"]) == 2
     assert "single still image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--fps", "-5"], ["--fps", "0"], ["--fps", "nan"], ["--imgsz", "300"],
+                                  ["--imgsz", "0"], ["--stride", "0"], ["--threads", "-1"], ["--batch-size", "0"],
+                                  ["--min-track-s", "-1"]])
+def test_run_rejects_bad_numbers_before_loading_anything(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["run", "v.mp4", *args])
+    assert exc.value.code == 2 and args[0] in capsys.readouterr().err
+
+
+@need_models
+@pytest.mark.parametrize("flag", ["--action-model", "--pose-model"])
+def test_run_with_a_missing_model_fails_cleanly(tmp_path, capsys, flag):
+    assert main(["run", str(tmp_path / "v.mp4"), flag, str(tmp_path / "nope.onnx"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nope.onnx" in err and "Traceback" not in err
+
+
+@need_models
+def test_run_with_an_unwritable_out_fails_cleanly(tmp_path, capsys):
+    from media import make_people_video
+    video = make_people_video(tmp_path / "short.mp4", seconds=0.5, fps=30.0)
+    (tmp_path / "dir").mkdir()
+    assert main(["run", str(video), "--imgsz", "320", "--quiet", "--out", str(tmp_path / "dir")]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot write")

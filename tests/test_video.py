@@ -4,12 +4,14 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from models.pose import load_pose_estimator
 from models.pose.extract import extract_tracks
+from models.pose.onnx_backend import PoseDetections
 from models.tracks import PoseExtraction
 from models.video import (FrameSelector, VideoError, expected_sample_count, probe_video, sample_frames)
 from tests.media import ASSETS, make_empty_video, make_people_video, truncate_file
@@ -79,6 +81,13 @@ def test_frame_selector_bad_timestamps():
     np.testing.assert_allclose(cleaned, [0.0, 0.04, 0.08, 0.12, 0.16], atol=1e-9)
     with pytest.raises(ValueError):
         FrameSelector(0.0)
+
+
+def test_frame_selector_ignores_a_bogus_container_rate():
+    """Missing timestamps are extrapolated from the observed interval, not from a 1000 fps time-base "rate"."""
+    sel = FrameSelector(None, source_fps=1000.0)
+    cleaned = [sel.timestamp(t) for t in [0.0, 0.04, 0.0, 0.0, 0.16]]
+    np.testing.assert_allclose(cleaned, [0.0, 0.04, 0.08, 0.12, 0.16], atol=1e-9)
 
 
 def test_odd_size_and_avi(tmp_path):
@@ -181,6 +190,24 @@ def test_variable_frame_rate_file(tmp_path):
     assert abs(np.sum(t >= 2.0) - 11) <= 1
 
 
+@needs_ffmpeg
+def test_progress_ends_at_100_percent_when_a_vfr_file_has_fewer_frames_than_expected(tmp_path):
+    src = make_empty_video(tmp_path / "src.avi", seconds=2.0, fps=30.0, size=(160, 96))
+    dst = tmp_path / "vfr.mp4"
+    pts = "if(lt(N,30),N/60,if(lt(N,45),0.5+(N-30)/20,2.0+(N-45)/30))/TB"
+    _ffmpeg("-i", src, "-vf", f"settb=1/600,setpts='{pts}'", "-fps_mode", "passthrough",
+            "-enc_time_base", "1:600", "-c:v", "mpeg4", "-q:v", "5", dst)
+
+    class NoOne:
+        def predict(self, images):
+            return [PoseDetections.empty() for _ in images]
+
+    calls = []
+    ext = extract_tracks(dst, NoOne(), target_fps=22.0, progress=lambda d, t: calls.append((d, t)))
+    assert expected_sample_count(probe_video(dst), 22.0) > ext.n_frames  # the container promised more
+    assert calls[-1] == (ext.n_frames, ext.n_frames)
+
+
 # --- pose stage end to end ---------------------------------------------------------------------------------
 
 def test_extract_tracks_people(people_30fps, estimator):
@@ -219,3 +246,35 @@ def test_extract_tracks_bad_file(tmp_path, estimator):
     p.write_bytes(b"\x00" * 1000)
     with pytest.raises(VideoError):
         extract_tracks(p, estimator)
+
+
+class _CaptureWithBogusMetadata:
+    """A real capture whose container metadata (frame rate, frame count) is replaced."""
+
+    fake: ClassVar[dict] = {}
+    real = __import__("cv2").VideoCapture
+
+    def __init__(self, *args):
+        self._cap = self.real(*args)
+
+    def get(self, prop):
+        return self.fake.get(prop, self._cap.get(prop))
+
+    def __getattr__(self, name):
+        return getattr(self._cap, name)
+
+
+@pytest.mark.parametrize("fps, count", [(1000.0, 0), (1000.0, 3000), (0.0, 90), (0.0, 0), (90000.0, 270000)])
+def test_probe_distrusts_missing_or_bogus_frame_rate(people_30fps, monkeypatch, fps, count):
+    """WebM/MKV without a frame rate make FFmpeg report 1 / time base (1000 fps) and a count to match."""
+    import cv2
+
+    from models import video
+    monkeypatch.setattr(_CaptureWithBogusMetadata, "fake",
+                        {cv2.CAP_PROP_FPS: fps, cv2.CAP_PROP_FRAME_COUNT: count})
+    monkeypatch.setattr(video.cv2, "VideoCapture", _CaptureWithBogusMetadata)
+    info = probe_video(people_30fps)
+    assert info.fps == pytest.approx(30.0, rel=1e-3)
+    assert info.frame_count == 90
+    assert info.duration_s == pytest.approx(3.0, rel=1e-3)
+    assert expected_sample_count(info, 22.0) == 66 == len(list(sample_frames(people_30fps, 22.0)))

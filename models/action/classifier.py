@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..layouts import get_layout
 from .features import window_features
 
 from ..hashing import sha256_file  # noqa: F401 (re-exported)
@@ -70,6 +71,22 @@ class ActionClassifier:
         self.uncertain_threshold: float = float(c["uncertain_threshold"])
         self.name: str = c.get("name", self.model_path.stem)
         self.version: str = str(c.get("version", "0"))
+        self._check_card()
+
+    def _check_card(self) -> None:
+        """The card must describe this model: joint order, window and sizes (a mismatch would feed the
+        model silently wrong inputs)."""
+        names = get_layout(self.layout)
+        if self.joints and tuple(self.joints) != names:
+            raise ValueError(f"{self.card_path.name}: joints {self.joints} are not layout {self.layout!r}")
+        dims = self.session.get_inputs()[0].shape
+        want = [None, self.window, 2 * len(names)]
+        if len(dims) != 3 or any(isinstance(d, int) and w is not None and d != w for d, w in zip(dims, want)):
+            raise ValueError(f"{self.model_path.name}: input shape {dims} does not match the card (window "
+                             f"{self.window}, {len(names)} joints)")
+        out = next((o for o in self.session.get_outputs() if o.name == "probs"), None)
+        if out is None or (isinstance(out.shape[-1], int) and out.shape[-1] != len(self.classes)):
+            raise ValueError(f"{self.model_path.name}: no 'probs' output over the card's {len(self.classes)} classes")
 
     @property
     def info(self) -> dict:
@@ -88,6 +105,8 @@ class ActionClassifier:
             raise ValueError(f"expected windows of {self.window} frames, got shape {np.shape(windows)}")
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
+        if not np.isfinite(x).all():  # never feed NaN/inf to the model: treat such features as missing (0)
+            x = np.where(np.isfinite(x), x, 0.0).astype(np.float32)
         out = [self.session.run(["probs"], {self.input_name: x[i:i + batch_size]})[0]
                for i in range(0, len(x), batch_size)]
         return np.concatenate(out).astype(np.float32)

@@ -8,6 +8,8 @@ merged into segments. The result is the report document of ``docs/contracts.md``
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..layouts import remap
@@ -155,34 +157,50 @@ def _classify_track(track: PoseTrack, layout, classifier, classes, W, fps, strid
     probs = classifier.predict(wins, frame_size=frame_size)
     conf = probs.max(1)
     raw = [classes[i] if c >= thr else UNCERTAIN for i, c in zip(probs.argmax(1), conf)]
-    labels = smooth_labels(raw) if smooth else raw
+    # runs of windows that overlap or touch: neither smoothing nor a segment bridges a stretch of the
+    # track without a classified window (joints missing there)
+    run = np.cumsum([0] + [int(b - a > W) for a, b in itertools.pairwise(starts)])
+    labels = []
+    for r in range(int(run[-1]) + 1):
+        part = [lab for lab, rr in zip(raw, run) if rr == r]
+        labels += smooth_labels(part) if smooth else part
+    # a window's confidence is the probability of the label it shows (smoothing may have changed it)
+    win_conf = np.array([conf[i] if lab == UNCERTAIN else probs[i, classes.index(lab)]
+                         for i, lab in enumerate(labels)])
     win_t0 = np.array([grid[s] for s in starts])
     windows = [{"start_s": _r(t0), "end_s": _r(t0 + W / fps), "label": lab, "confidence": _r(c, 4),
                 "probabilities": [_r(p, 4) for p in pr]}
-               for t0, lab, c, pr in zip(win_t0, labels, conf, probs)]
-    # segments: consecutive windows with the same (smoothed) label; boundaries halfway between
-    # the centres of neighbouring windows, the first/last segment reaching the track's ends
+               for t0, lab, c, pr in zip(win_t0, labels, win_conf, probs)]
+    # segments: consecutive windows of one run with the same (smoothed) label; boundaries halfway
+    # between the centres of neighbouring windows; at the edges of a run, the window's own start/end,
+    # or the track's ends for windows at the ends of the track
     centres = win_t0 + W / fps / 2
     segments = []
     i = 0
     while i < len(labels):
         j = i
-        while j + 1 < len(labels) and labels[j + 1] == labels[i]:
+        while j + 1 < len(labels) and labels[j + 1] == labels[i] and run[j + 1] == run[i]:
             j += 1
         lab = labels[i]
         if lab == UNCERTAIN:
             c = float(conf[i:j + 1].mean())
         else:
             c = float(probs[i:j + 1, classes.index(lab)].mean())
-        seg_start = start_s if i == 0 else (centres[i - 1] + centres[i]) / 2
-        seg_end = end_s if j == len(labels) - 1 else (centres[j] + centres[j + 1]) / 2
+        if i > 0 and run[i - 1] == run[i]:
+            seg_start = (centres[i - 1] + centres[i]) / 2
+        else:
+            seg_start = start_s if starts[i] == 0 else win_t0[i]
+        if j + 1 < len(labels) and run[j + 1] == run[j]:
+            seg_end = (centres[j] + centres[j + 1]) / 2
+        else:
+            seg_end = end_s if starts[j] + W >= len(grid) else win_t0[j] + W / fps
         segments.append({"label": lab, "start_s": _r(seg_start), "end_s": _r(seg_end), "confidence": _r(c, 4)})
         i = j + 1
     mean = probs.mean(0)
     best = int(mean.argmax())
     return {
         "track_id": int(track.track_id),
-        "start_s": _r(start_s), "end_s": _r(end_s), "frames": int(len(track)),
+        "start_s": _r(start_s), "end_s": _r(end_s), "frames": len(track),
         "label": classes[best] if mean[best] >= thr else UNCERTAIN,
         "confidence": _r(mean[best], 4),
         "probabilities": {c: _r(p, 4) for c, p in zip(classes, mean)},

@@ -76,6 +76,31 @@ def featurize(x18: np.ndarray, normalization: str, flip: bool = False) -> np.nda
     return window_features(_to_model_layout(x18), MODEL_LAYOUT, normalization, (FRAME_W, FRAME_H), MAX_GAP)
 
 
+# Consecutive windows of the RNN-HAR-2D-Pose files overlap by 26 of 32 frames (stride 6): a window shares
+# frames with the 5 windows after it.
+OVERLAPPING_NEIGHBOURS = 5
+
+
+def holdout_split(y: np.ndarray, fraction: float = 0.1, guard: int = OVERLAPPING_NEIGHBOURS
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, val) of file-ordered, overlapping windows: per class, the last ``fraction`` of its
+    windows in file order, with the ``guard`` windows just before them left out of both, so no
+    validation window shares frames with a training window (a random split of overlapping windows
+    leaks, and the normalization choice and the "uncertain" threshold are calibrated on val)."""
+    y = np.asarray(y)
+    fit, val = [], []
+    for c in np.unique(y):
+        idx = np.nonzero(y == c)[0]
+        if len(idx) < 2:
+            fit.append(idx)
+            continue
+        nv = max(1, int(len(idx) * fraction))
+        g = min(guard, len(idx) - nv - 1)  # tiny sets: a shorter guard, at least one training window
+        val.append(idx[-nv:])
+        fit.append(idx[:len(idx) - nv - g])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val) if val else np.zeros(0, np.int64))
+
+
 def load_data(data_dir=None, synthetic: bool = True, n_train: int = 1000, n_val: int = 150, n_test: int = 300,
               seed: int = 0) -> dict:
     """Splits of OpenPose-18 pixel windows: train, val (train distribution), heldout_val (held-out
@@ -84,12 +109,10 @@ def load_data(data_dir=None, synthetic: bool = True, n_train: int = 1000, n_val:
     if data_dir is not None:
         tr = load_split(data_dir, "train")
         te = load_split(data_dir, "test")
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(len(tr))
-        nv = max(1, len(tr) // 10)
+        fit_idx, val_idx = holdout_split(tr.y)
         return {"source": f"RNN-HAR-2D-Pose files in {data_dir}",
-                "train": (tr.x[perm[nv:]], tr.y[perm[nv:]]), "val": (tr.x[perm[:nv]], tr.y[perm[:nv]]),
-                "heldout_val": (tr.x[perm[:nv]], tr.y[perm[:nv]]), "test": (te.x, te.y), "idle": None,
+                "train": (tr.x[fit_idx], tr.y[fit_idx]), "val": (tr.x[val_idx], tr.y[val_idx]),
+                "heldout_val": (tr.x[val_idx], tr.y[val_idx]), "test": (te.x, te.y), "idle": None,
                 "idle_train": None}
     g = synth.generate_windows
     idle = np.stack([synth.render([(synth.IDLE, WINDOW)], np.random.default_rng(seed + 100 + i), split="val")

@@ -19,7 +19,8 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
 
     ``progress(done_frames, total_frames)`` is called after every batch; ``total_frames`` is the expected
     number of sampled frames (from the container's frame count; raised to ``done_frames`` if the file holds
-    more). Raises :class:`models.video.VideoError` for files that are not usable videos.
+    more); the last call has ``done_frames == total_frames``. Raises :class:`models.video.VideoError` for
+    files that are not usable videos.
     """
     info = probe_video(video_path)
     total = expected_sample_count(info, target_fps)
@@ -46,6 +47,9 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         if len(batch_imgs) >= batch_size:
             flush()
     flush()
+    if progress is not None and total > len(times):
+        # fewer frames than the container's count promised (variable frame rate, gaps): say it is done
+        progress(len(times), len(times))
 
     sampled_fps = effective_fps(info, target_fps)
     model = getattr(estimator, "info", None) or {
