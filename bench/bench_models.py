@@ -156,7 +156,7 @@ def bench_gru(threads: int, repeat: int) -> dict:
             if isinstance(inp.shape[0], int) and inp.shape[0] != bs:
                 continue
             x = rng.random((bs, win, feat), dtype=np.float32)
-            med, best = time_ms(lambda: sess.run(None, {inp.name: x}), repeat * 5)
+            med, best = time_ms(lambda sess=sess, name=inp.name, x=x: sess.run(None, {name: x}), repeat * 5)
             res[f"ms_per_window_b{bs}"] = med / bs
             res[f"ms_per_window_b{bs}_min"] = best / bs
         out[tag] = res

@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from jinja2 import Environment, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 REPORT_FORMAT = "har.report/1"
 
@@ -308,159 +308,14 @@ def report_csv(job) -> str:
 
 
 # --------------------------------------------------------------------------- HTML
-_HTML = r"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Action report – {{ source.original_filename if source else job.id }}</title>
-<style>
-:root{--fg:#1b1f24;--muted:#57606a;--line:#d0d7de;--bg:#fff;--soft:#f6f8fa;--accent:#0b5cad}
-*{box-sizing:border-box}
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg);margin:0}
-main{max-width:1000px;margin:0 auto;padding:24px 16px 48px}
-h1{font-size:1.6rem;margin:0 0 4px}h2{font-size:1.25rem;margin:32px 0 8px;border-bottom:1px solid var(--line);padding-bottom:4px}
-h3{font-size:1.05rem;margin:24px 0 8px}
-.muted{color:var(--muted)}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(160px,1fr));gap:12px;margin:16px 0}
-.card{background:var(--soft);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
-.card b{display:block;font-size:1.2rem}
-table{border-collapse:collapse;width:100%;margin:8px 0 16px;font-size:.93rem}
-th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);vertical-align:top}
-th{background:var(--soft)}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.swatch{display:inline-block;width:.9em;height:.9em;border-radius:2px;vertical-align:-1px;margin-right:6px;border:1px solid rgba(0,0,0,.25)}
-.legend{display:flex;flex-wrap:wrap;gap:6px 16px;margin:8px 0;padding:0;list-style:none;font-size:.9rem}
-.timeline{margin:8px 0 4px}
-.tl-row{display:grid;grid-template-columns:110px 1fr;gap:8px;align-items:center;margin:6px 0}
-.tl-name{font-weight:600;font-size:.9rem}
-svg.tl{width:100%;height:28px;display:block}
-.axis{display:grid;grid-template-columns:110px 1fr;gap:8px;font-size:.8rem;color:var(--muted)}
-.axis div:last-child{display:flex;justify-content:space-between}
-.bar{height:10px;background:var(--soft);border:1px solid var(--line);border-radius:5px;overflow:hidden;min-width:80px}
-.bar i{display:block;height:100%;background:var(--accent)}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.85rem;font-weight:600}
-footer{margin-top:40px;font-size:.85rem;color:var(--muted)}
-@media print{main{max-width:none}}
-</style>
-</head>
-<body>
-<main>
-<h1>Human action report</h1>
-<p class="muted">{{ source.original_filename if source else "" }} · job <code>{{ job.id }}</code>{% if job.finished_at %} · finished {{ job.finished_at.replace("T", " ")[:19] }} UTC{% endif %}</p>
-
-<section aria-labelledby="summary">
-<h2 id="summary">Summary</h2>
-{% if doc.status == "no_person" %}
-<p><strong>No person was found in this video</strong> long enough to recognise an action.</p>
-{% endif %}
-<div class="cards">
-  <div class="card"><span class="muted">People</span><b>{{ persons|length }}</b></div>
-  <div class="card"><span class="muted">Main action</span><b>{{ pretty(job.overall_label) }}</b></div>
-  <div class="card"><span class="muted">Confidence</span><b>{{ pct(job.overall_confidence) if persons else "–" }}</b></div>
-  <div class="card"><span class="muted">Duration</span><b>{{ secs(duration) }}</b></div>
-</div>
-{% if source %}
-<table aria-label="Video">
-<tr><th scope="row">File</th><td>{{ source.original_filename }} ({{ bytes(source.size_bytes) }}, {{ source.container }}{% if source.codec %}, {{ source.codec }}{% endif %})</td></tr>
-<tr><th scope="row">Frames</th><td>{{ source.width }}×{{ source.height }}, {{ "%.2f"|format(source.fps or 0) }} fps, {{ source.frame_count }} frames{% if source.rotation_deg %}, rotated {{ source.rotation_deg }}°{% endif %}</td></tr>
-{% if video.sampled_fps %}<tr><th scope="row">Analysed</th><td>{{ video.frames_sampled }} frames sampled at {{ "%.1f"|format(video.sampled_fps) }} fps</td></tr>{% endif %}
-<tr><th scope="row">SHA-256</th><td><code>{{ source.sha256 }}</code></td></tr>
-</table>
-{% endif %}
-</section>
-
-{% if rows %}
-<section aria-labelledby="timelines">
-<h2 id="timelines">Timelines</h2>
-<ul class="legend" aria-label="Legend">
-{% for item in legend_items %}<li><span class="swatch" style="background:{{ item.colour }}"></span>{{ item.pretty }}</li>{% endfor %}
-</ul>
-<div class="timeline">
-{% for row in rows %}
-<div class="tl-row">
-  <div class="tl-name">Person {{ row.track_id }}</div>
-  <svg class="tl" viewBox="0 0 1000 28" preserveAspectRatio="none" role="img" aria-label="Timeline of person {{ row.track_id }}">
-    <rect x="0" y="0" width="1000" height="28" fill="#f6f8fa" stroke="#d0d7de"/>
-    <rect x="{{ row.track_left_pct * 10 }}" y="11" width="{{ row.track_width_pct * 10 }}" height="6" fill="#d0d7de"/>
-    {% for seg in row.segments %}<rect x="{{ seg.left_pct * 10 }}" y="2" width="{{ seg.width_pct * 10 }}" height="24" fill="{{ seg.colour }}"><title>{{ seg.pretty }} {{ secs(seg.start_s) }}–{{ secs(seg.end_s) }} ({{ seg.percent }})</title></rect>
-    {% endfor %}
-  </svg>
-</div>
-{% endfor %}
-<div class="axis"><div></div><div><span>0:00.0</span><span>{{ secs(duration / 2) }}</span><span>{{ secs(duration) }}</span></div></div>
-</div>
-</section>
-
-<section aria-labelledby="people">
-<h2 id="people">People</h2>
-{% for row in rows %}{% set p = row.person %}
-<h3>Person {{ p.track_id }}: <span class="swatch" style="background:{{ colour(p.label) }}"></span>{{ pretty(p.label) }} · {{ pct(p.confidence) }}</h3>
-<p class="muted">Seen from {{ secs(p.start_s) }} to {{ secs(p.end_s) }} ({{ p.frames }} frames analysed).</p>
-<table aria-label="Segments of person {{ p.track_id }}">
-<thead><tr><th scope="col">Action</th><th scope="col" class="num">Start</th><th scope="col" class="num">End</th><th scope="col" class="num">Duration</th><th scope="col" class="num">Confidence</th></tr></thead>
-<tbody>
-{% for seg in row.segments %}<tr><td><span class="swatch" style="background:{{ seg.colour }}"></span>{{ seg.pretty }}</td><td class="num">{{ secs(seg.start_s) }}</td><td class="num">{{ secs(seg.end_s) }}</td><td class="num">{{ "%.1f"|format(seg.end_s - seg.start_s) }} s</td><td class="num">{{ seg.percent }}</td></tr>
-{% endfor %}
-</tbody>
-</table>
-{% if p.probabilities %}
-<table aria-label="Class probabilities of person {{ p.track_id }}">
-<thead><tr><th scope="col">Class</th><th scope="col" class="num">Probability</th><th scope="col" style="width:45%"><span class="muted">share</span></th></tr></thead>
-<tbody>
-{% for name, prob in p.probabilities|dictsort(by="value", reverse=true) %}<tr><td>{{ pretty(name) }}</td><td class="num">{{ pct(prob) }}</td><td><div class="bar"><i style="width:{{ "%.1f"|format(100 * prob) }}%"></i></div></td></tr>
-{% endfor %}
-</tbody>
-</table>
-{% endif %}
-{% endfor %}
-</section>
-{% endif %}
-
-{% if short_tracks %}
-<section aria-labelledby="short">
-<h2 id="short">Short tracks (not classified)</h2>
-<table><thead><tr><th scope="col">Track</th><th scope="col" class="num">Start</th><th scope="col" class="num">End</th><th scope="col" class="num">Frames</th></tr></thead><tbody>
-{% for t in short_tracks %}<tr><td>{{ t.track_id }}</td><td class="num">{{ secs(t.start_s) }}</td><td class="num">{{ secs(t.end_s) }}</td><td class="num">{{ t.frames }}</td></tr>
-{% endfor %}</tbody></table>
-</section>
-{% endif %}
-
-<section aria-labelledby="models">
-<h2 id="models">Models and settings</h2>
-<table>
-<thead><tr><th scope="col">Stage</th><th scope="col">Model</th><th scope="col">Version</th><th scope="col">SHA-256</th></tr></thead>
-<tbody>
-{% for stage, m in models|dictsort %}<tr><td>{{ stage }}</td><td>{{ m.name }}</td><td>{{ m.version }}</td><td><code>{{ (m.sha256 or "")[:16] }}</code></td></tr>
-{% endfor %}
-</tbody></table>
-{% if params %}
-<table aria-label="Parameters"><tbody>
-{% for k, v in params|dictsort %}<tr><th scope="row">{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}
-</tbody></table>
-{% endif %}
-</section>
-
-{% if timings %}
-<section aria-labelledby="timings">
-<h2 id="timings">Timings</h2>
-<table><thead><tr><th scope="col">Stage</th><th scope="col" class="num">Seconds</th></tr></thead><tbody>
-{% for k, v in timings|dictsort %}<tr><td>{{ timing(k) }}</td><td class="num">{% if v is number %}{{ "%.2f"|format(v) }}{% else %}{{ v }}{% endif %}</td></tr>{% endfor %}
-</tbody></table>
-</section>
-{% endif %}
-
-<footer>Generated {{ generated_at }}. Confidences are the model's probabilities, shown as percentages.</footer>
-</main>
-</body>
-</html>
-"""
-
-_env = Environment(autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=False)
+# The standalone report page: har/templates/report.html (no external assets).
+_env = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+                   autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=False)
 _env.globals.update(
     pct=format_percent, pretty=pretty_label, colour=label_colour, secs=format_seconds, bytes=format_bytes,
     timing=timing_name,
 )
-_template = _env.from_string(_HTML)
+_template = _env.get_template("report.html")
 
 
 def report_html(job, generated_at: datetime | None = None) -> str:

@@ -3,6 +3,7 @@
 #   bash scripts/test.sh [pytest args...]
 # Installs (when missing): redis-server, postgresql, ffmpeg (Debian packages; needs root or sudo),
 # a virtual environment at .venv with the runtime, test and training requirements.
+# Runs the linter (ruff), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,5 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -r requirements-test.txt -r requirements-train.txt
 
+.venv/bin/python -m ruff check .
 exec .venv/bin/python -m pytest "$@"

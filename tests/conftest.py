@@ -72,7 +72,7 @@ def redis_server(tmp_path_factory):
             return redis.Redis(port=port, socket_timeout=1).ping()
         except redis.RedisError:
             if proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited:\n{_tail(d / 'redis.log')}")
+                raise RuntimeError(f"redis-server exited:\n{_tail(d / 'redis.log')}") from None
             return False
 
     wait_for(ping, 20, "redis-server")
@@ -203,7 +203,7 @@ class Stack:
         for proc in self.workers.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for queue, proc in self.workers.items():
+        for proc in self.workers.values():
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:

@@ -98,7 +98,7 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
         assert r["label"] == snap["predictions"][tid][0] and r["job_id"] == job_id
     seg_rows = sorted((int(r["track_id"]), r["label"], round(float(r["start_s"]), 3)) for r in table
                       if r["row_type"] == "segment")
-    assert seg_rows == sorted((t, l, s) for t, l, s, _e, _c in snap["segments"])
+    assert seg_rows == sorted((t, lab, s) for t, lab, s, _e, _c in snap["segments"])
 
     # report.html: a standalone page about this job
     resp = client.get(f"/api/jobs/{job_id}/report.html")
@@ -109,7 +109,7 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
     # the files behind the Report rows exist and match their recorded hash
     storage = stack.storage()
     assert {"json", "csv", "html"} <= set(snap["reports"])
-    for kind, (path, media_type, size, sha) in snap["reports"].items():
+    for path, _media_type, size, sha in snap["reports"].values():
         p = storage.path(path)
         assert p.stat().st_size == size and sha256_file(p) == sha
     assert json.loads(storage.path(snap["reports"]["json"][0]).read_text()) == doc

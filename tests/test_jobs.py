@@ -10,8 +10,23 @@ import pytest
 from sqlalchemy import inspect, select
 
 from har.database import current_revision, downgrade_database, get_engine, head_revision, upgrade_database
-from har.db import (CLASSIFYING, DONE, EXTRACTING, FAILED, QUEUED, REPORTING, Base, Job, JobEvent, PoseData,
-                    Prediction, Report, Segment, Track, utcnow)
+from har.db import (
+    CLASSIFYING,
+    DONE,
+    EXTRACTING,
+    FAILED,
+    QUEUED,
+    REPORTING,
+    Base,
+    Job,
+    JobEvent,
+    PoseData,
+    Prediction,
+    Report,
+    Segment,
+    Track,
+    utcnow,
+)
 from har.jobs import TransitionError, as_utc, can_transition, create_job, fail_job, set_status
 from har.storage import Storage
 

@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from models.layouts import (COCO17, OPENPOSE17, OPENPOSE18, flip_horizontal, flip_permutation, get_layout,
-                            mirror_name, remap)
+from models.layouts import (
+    COCO17,
+    OPENPOSE17,
+    OPENPOSE18,
+    flip_horizontal,
+    flip_permutation,
+    get_layout,
+    mirror_name,
+    remap,
+)
 
 
 def _named(layout, with_conf=True):

@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 
 from models.pose import load_pose_estimator
-from models.pose.onnx_backend import (DEFAULT_MODEL, LetterboxInfo, OnnxPoseEstimator, PoseDetections, box_iou,
-                                      decode, letterbox, nms, unletterbox)
+from models.pose.onnx_backend import (
+    DEFAULT_MODEL,
+    LetterboxInfo,
+    OnnxPoseEstimator,
+    PoseDetections,
+    box_iou,
+    decode,
+    letterbox,
+    nms,
+    unletterbox,
+)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 ARTIFACTS = DEFAULT_MODEL.parent

@@ -179,7 +179,7 @@ def test_render_reports_writes_files(tmp_path):
         ("csv", f"jobs/{JOB_ID}/report.csv", "text/csv; charset=utf-8"),
         ("html", f"jobs/{JOB_ID}/report.html", "text/html; charset=utf-8"),
     ]
-    for kind, rel, _ in files:
+    for _kind, rel, _ in files:
         path = storage.path(rel)
         assert path.is_file() and path.stat().st_size > 0
     assert storage.path(files[1][1]).read_bytes().decode("utf-8") == reports.report_csv(job)

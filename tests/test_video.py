@@ -13,7 +13,7 @@ from models.pose import load_pose_estimator
 from models.pose.extract import extract_tracks
 from models.pose.onnx_backend import PoseDetections
 from models.tracks import PoseExtraction
-from models.video import (FrameSelector, VideoError, expected_sample_count, probe_video, sample_frames)
+from models.video import FrameSelector, VideoError, expected_sample_count, probe_video, sample_frames
 from tests.media import ASSETS, make_empty_video, make_people_video, truncate_file
 
 

@@ -10,7 +10,16 @@ import pytest
 from har.database import dispose_engines, session_scope
 from har.db import FAILED, QUEUED, Report
 from tests.test_web_api import (  # noqa: F401 - fixtures
-    add_done_job, add_job, app, client, clip, enqueued, make_app, make_settings, row_counts, settings,
+    add_done_job,
+    add_job,
+    app,
+    client,
+    clip,
+    enqueued,
+    make_app,
+    make_settings,
+    row_counts,
+    settings,
     stored_files,
 )
 

@@ -6,8 +6,8 @@ import math
 from flask import Blueprint, Response, jsonify, render_template, request, send_file, url_for
 from sqlalchemy import func, select, text
 
-from har.db import DONE, STATES, Job
 from har import reports as har_reports
+from har.db import DONE, STATES, Job
 
 from . import get_session, get_settings, get_storage, json_error
 from .openapi import openapi_document

@@ -299,6 +299,6 @@ def run_stage(task, stage: str, fn, job_id: str) -> bool:
     except Exception as exc:  # noqa: BLE001
         if transient(exc) and task.request.retries < TRANSIENT_RETRIES:
             log.warning("%s: job %s: %s; retrying", stage, job_id, exc)
-            raise task.retry(exc=exc, countdown=min(60, 5 * 2 ** task.request.retries))
+            raise task.retry(exc=exc, countdown=min(60, 5 * 2 ** task.request.retries)) from exc
         fail(settings, job_id, stage, exc, task.request.id or "local")
         return False

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hashing import sha256_file  # noqa: F401 (re-exported)
 from ..layouts import get_layout
 from .features import window_features
-
-from ..hashing import sha256_file  # noqa: F401 (re-exported)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "action"
 DEFAULT_MODEL = ARTIFACTS / "gru_har_int8.onnx"

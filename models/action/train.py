@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hashing import sha256_file
 from ..layouts import flip_horizontal, get_layout, remap
 from . import synth
-from .dataset import CLASSES, FPS, FRAME_H, FRAME_W, LAYOUT as FILE_LAYOUT, WINDOW, load_split
+from .dataset import CLASSES, FPS, FRAME_H, FRAME_W, WINDOW, load_split
+from .dataset import LAYOUT as FILE_LAYOUT
 from .evaluate import calibrate_threshold, latency, metrics, onnx_probs
 from .export import build_onnx, quantize_int8, save_onnx
 from .features import MAX_GAP, window_features
-from ..hashing import sha256_file
 
 MODEL_LAYOUT = "openpose17"
 NAME = "gru_har"
