@@ -130,3 +130,20 @@ def test_hungarian_is_optimal():
         assert c[r, k].sum() == pytest.approx(best)
     r, k = linear_sum_assignment(np.zeros((0, 3)))
     assert len(r) == 0 and len(k) == 0
+
+
+@pytest.mark.parametrize("fps", [10.0, 22.0, 30.0, 60.0])
+def test_occlusion_tolerance_is_the_same_in_seconds_at_any_rate(fps):
+    def frames(hidden_s):
+        n = int(round(3.0 * fps))
+        lo, hi = int(round(1.0 * fps)), int(round((1.0 + hidden_s) * fps))
+        return [dets() if lo <= i < hi else dets(person(200 + 30 * i / fps)) for i in range(n)]
+
+    def count_tracks(hidden_s):
+        tr = PoseTracker.for_rate(fps)
+        for i, d in enumerate(frames(hidden_s)):
+            tr.update(i, i / fps, d)
+        return len(tr.finish())
+
+    assert count_tracks(0.5) == 1  # half a second behind something: the same person
+    assert count_tracks(1.5) == 2  # gone for longer: a new track

@@ -24,7 +24,8 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
     """
     info = probe_video(video_path)
     total = expected_sample_count(info, target_fps)
-    tracker = tracker or PoseTracker()
+    sampled_fps = effective_fps(info, target_fps)
+    tracker = tracker or PoseTracker.for_rate(sampled_fps)
     times: list[float] = []
     batch_imgs: list[np.ndarray] = []
     batch_meta: list[tuple[int, float]] = []
@@ -51,7 +52,6 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         # fewer frames than the container's count promised (variable frame rate, gaps): say it is done
         progress(len(times), len(times))
 
-    sampled_fps = effective_fps(info, target_fps)
     model = getattr(estimator, "info", None) or {
         "name": getattr(estimator, "name", type(estimator).__name__),
         "version": getattr(estimator, "version", "unknown"),

@@ -120,6 +120,13 @@ class PoseTracker:
         self._done: list[_Track] = []
         self._next_id = 1
 
+    @classmethod
+    def for_rate(cls, fps: float, max_gap_s: float = 0.7, confirm_s: float = 0.12, **kw) -> "PoseTracker":
+        """A tracker whose occlusion tolerance and confirmation delay are the same in seconds at any
+        sampling rate (at 22 Hz: ``max_age`` 15 frames, ``min_hits`` 3)."""
+        fps = float(fps) if fps and fps > 0 else 22.0
+        return cls(max_age=max(1, round(max_gap_s * fps)), min_hits=max(2, round(confirm_s * fps)), **kw)
+
     def _cost(self, dets: PoseDetections) -> np.ndarray:
         preds = np.stack([t.predicted_box() for t in self._live]).reshape(-1, 4)
         iou = box_iou(preds, dets.boxes)
