@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from har.db import (
@@ -27,6 +27,7 @@ from har.db import (
     TERMINAL_STATES,
     Job,
     JobEvent,
+    Report,
     Video,
     utcnow,
 )
@@ -38,6 +39,14 @@ MAX_ERROR_CHARS = 2000
 
 class TransitionError(ValueError):
     """A state change the lifecycle does not allow (going back, skipping, leaving done/failed)."""
+
+
+class JobBusy(Exception):
+    """The job is still being processed (not done or failed): it cannot be deleted or run again yet."""
+
+    def __init__(self, job: Job):
+        super().__init__(f"job {job.id} is {job.status}")
+        self.status = job.status
 
 
 def can_transition(old: str, new: str) -> bool:
@@ -73,6 +82,58 @@ def create_job(session: Session, video_fields: dict[str, Any], params: dict[str,
     session.add(JobEvent(job_id=job.id, status=QUEUED, message="uploaded and queued", at=now))
     session.flush()
     return job
+
+
+def create_rerun(session: Session, source: Job, params: dict[str, Any] | None = None) -> Job:
+    """A new ``queued`` job for the same stored video as the finished job ``source`` (locked by the
+    caller with :func:`lock_job`). Its params are ``source``'s with ``params`` on top. ``source`` stays
+    as it is (it remains in the history). Raises :class:`JobBusy` unless ``source`` is done or failed."""
+    if source.status not in TERMINAL_STATES:
+        raise JobBusy(source)
+    video = source.video
+    now = utcnow()
+    merged = {**(source.params or {}), **(params or {})}
+    job = Job(video_id=video.id, status=QUEUED, stage="waiting for a worker", params=merged, timings={},
+              frames_done=0, frames_total=int(video.frame_count or 0), attempts=0, created_at=now, updated_at=now)
+    session.add(job)
+    session.flush()
+    session.add(JobEvent(job_id=job.id, status=QUEUED, message=f"run again from job {source.id}", at=now))
+    session.flush()
+    return job
+
+
+def delete_job(session: Session, job: Job) -> list[str]:
+    """Delete the finished ``job`` (locked by the caller with :func:`lock_job`) and everything that
+    belongs to it: events, tracks, pose data, predictions, segments and report rows (the foreign keys
+    cascade), and its video row when no other job uses that video.
+
+    Returns the storage-relative paths of files to remove *after* the caller commits (report files,
+    and the uploaded video when its row went too); the job's directory (``jobs/<id>/``) goes as well
+    (:meth:`har.storage.Storage.delete_job_files`). Raises :class:`JobBusy` unless the job is done or
+    failed, so that a worker never writes into a deleted job.
+    """
+    if job.status not in TERMINAL_STATES:
+        raise JobBusy(job)
+    files = list(session.scalars(select(Report.path).where(Report.job_id == job.id)))
+    video_id = job.video_id
+    # Two jobs of one video deleted at once must not each see the other and both keep the video:
+    # lock the video row first (PostgreSQL; SQLite already holds the database's write lock).
+    session.execute(select(Video.id).where(Video.id == video_id).with_for_update())
+    others = session.scalar(select(func.count()).select_from(Job)
+                            .where(Job.video_id == video_id, Job.id != job.id)) or 0
+    # Bulk deletes in the database (ON DELETE CASCADE does the child rows), not ORM cascades that load
+    # every pose blob first.
+    session.execute(delete(Job).where(Job.id == job.id), execution_options={"synchronize_session": False})
+    session.expunge(job)
+    if not others:
+        video_path = session.scalar(select(Video.path).where(Video.id == video_id))
+        session.execute(delete(Video).where(Video.id == video_id), execution_options={"synchronize_session": False})
+        if video_path:
+            shared = session.scalar(select(func.count()).select_from(Video).where(Video.path == video_path)) or 0
+            if not shared:
+                files.append(video_path)
+    session.flush()
+    return files
 
 
 def set_status(session: Session, job: Job, status: str, message: str | None = None, **fields: Any) -> bool:

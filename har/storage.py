@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import unicodedata
 import uuid
 from pathlib import Path
@@ -157,3 +158,24 @@ class Storage:
             p.unlink()
             return True
         return False
+
+    def delete_job_files(self, job_id: str, paths: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """Remove the given stored files and the job's directory (``jobs/<job id>/``, whatever is in it).
+
+        Best effort: returns the paths that could not be removed (already-missing files are not errors)."""
+        left: list[str] = []
+        for rel in paths:
+            try:
+                p = self.path(rel)
+                p.unlink(missing_ok=True)
+            except (OSError, StorageError):
+                left.append(str(rel))
+        try:
+            d = self.job_dir(job_id, create=False)
+        except StorageError:
+            return left
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            if d.exists():
+                left.append(self.relative(d))
+        return left

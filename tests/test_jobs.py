@@ -27,7 +27,18 @@ from har.db import (
     Track,
     utcnow,
 )
-from har.jobs import TransitionError, as_utc, can_transition, create_job, fail_job, set_status
+from har.jobs import (
+    JobBusy,
+    TransitionError,
+    as_utc,
+    can_transition,
+    create_job,
+    create_rerun,
+    delete_job,
+    fail_job,
+    lock_job,
+    set_status,
+)
 from har.storage import Storage
 
 VIDEO = dict(path="uploads/x.mp4", original_filename="x.mp4", sha256="0" * 64, size_bytes=10, container="mp4",
@@ -420,3 +431,106 @@ def test_worker_killed_between_commit_and_hand_over_the_redelivered_task_enqueue
     assert sent == [(CLASSIFY_TASK, job_id), (REPORT_TASK, job_id)]
     assert run_pose(settings, job_id, "pose-1") is False  # past classifying now: nothing is sent
     assert len(sent) == 2
+
+
+# ------------------------------------------------------------------------------ delete and run again
+def test_delete_job_and_rerun_rules(sqlite_db):
+    """Only finished jobs are deleted or run again; a rerun shares the video, which goes with its last job."""
+    from har.database import session_scope
+    from har.db import Video
+
+    job_id = new_job(sqlite_db)
+    with session_scope(sqlite_db) as s:
+        job = lock_job(s, job_id)
+        for status in (QUEUED, EXTRACTING):
+            if status != QUEUED:
+                set_status(s, job, status, status)
+            with pytest.raises(JobBusy):
+                delete_job(s, job)
+            with pytest.raises(JobBusy):
+                create_rerun(s, job)
+        set_status(s, job, FAILED, "boom")
+        s.add(Report(job_id=job_id, kind="json", path=f"jobs/{job_id}/report.json", media_type="application/json",
+                     size_bytes=2, sha256="0" * 64))
+    with session_scope(sqlite_db) as s:
+        rerun = create_rerun(s, lock_job(s, job_id), {"imgsz": 320})
+        rerun_id, video_id = rerun.id, rerun.video_id
+        assert rerun.params == {"imgsz": 320} and rerun.status == QUEUED
+    with session_scope(sqlite_db) as s:  # the video stays: the rerun uses it
+        assert delete_job(s, lock_job(s, job_id)) == [f"jobs/{job_id}/report.json"]
+    with session_scope(sqlite_db) as s:
+        assert s.get(Job, job_id) is None and s.get(Video, video_id) is not None
+        assert s.scalars(select(Report)).all() == [] and s.scalars(select(JobEvent).where(
+            JobEvent.job_id == job_id)).all() == []
+        set_status(s, s.get(Job, rerun_id), FAILED, "boom")
+    with session_scope(sqlite_db) as s:  # the last job of the video: the video goes too
+        assert delete_job(s, lock_job(s, rerun_id)) == [VIDEO["path"]]
+    with session_scope(sqlite_db) as s:
+        assert s.scalars(select(Job)).all() == [] and s.scalars(select(Video)).all() == []
+
+
+def test_tasks_for_a_deleted_job_are_no_ops(sqlite_db, monkeypatch):
+    from worker import runtime
+    from worker.tasks.classify import run_classify
+    from worker.tasks.pose import run_pose
+    from worker.tasks.report import run_report
+
+    sent = []
+    monkeypatch.setattr(runtime, "hand_over", lambda settings, task, jid: sent.append((task, jid)))
+    missing = "0a0a0a0a-0000-4000-8000-000000000000"
+    for fn in (run_pose, run_classify, run_report):
+        assert fn(sqlite_db, missing, "task-1") is False
+    runtime.fail(sqlite_db, missing, "pose", RuntimeError("boom"), "task-1")  # nothing to fail: no error
+    assert sent == [] and not (sqlite_db.resolved_storage_dir / "jobs" / missing).exists()
+
+
+def _delete_rows(settings, job_id):
+    from sqlalchemy import delete
+
+    from har.database import session_scope
+
+    with session_scope(settings) as s:
+        s.execute(delete(Job).where(Job.id == job_id))
+
+
+def test_a_job_deleted_while_a_stage_runs_ends_quietly_and_leaves_no_files(video_job, monkeypatch):
+    """The web app refuses to delete a running job, but a job that disappears mid-stage anyway (deleted
+    by hand) must not break the worker: the stage stops, nothing is written, its files are removed."""
+    from models.pose import extract as extract_mod
+    from worker import annotate
+    from worker.tasks.classify import run_classify
+    from worker.tasks.pose import run_pose
+    from worker.tasks.report import run_report
+
+    settings, job_id, sent = video_job
+    assert run_pose(settings, job_id, "pose-1") is True
+    assert run_classify(settings, job_id, "classify-1") is True
+    real_write = annotate.write_annotated_video
+
+    def write_then_vanish(*args, **kwargs):
+        video = real_write(*args, **kwargs)
+        assert video.path.is_file()
+        _delete_rows(settings, job_id)
+        return video
+
+    monkeypatch.setattr(annotate, "write_annotated_video", write_then_vanish)
+    assert run_report(settings, job_id, "report-1") is False
+    job_dir = settings.resolved_storage_dir / "jobs" / job_id
+    assert not job_dir.exists()
+    assert rows(settings, job_id) == {"tracks": [], "predictions": [], "segments": [], "reports": [], "pose": None}
+
+    # the same during pose extraction: the job is gone before the results are written
+    from har.database import session_scope
+    from har.db import Video
+
+    with session_scope(settings) as s:  # another job for the uploaded video (its row outlived the job)
+        other = create_job(s, {**VIDEO, "path": s.scalars(select(Video.path)).one()}, {}).id
+
+    def vanish(*args, **kwargs):
+        _delete_rows(settings, other)
+        raise RuntimeError("decoder lost")
+
+    monkeypatch.setattr(extract_mod, "extract_tracks", vanish)
+    assert run_pose(settings, other, "pose-2") is False
+    assert rows(settings, other)["tracks"] == [] and events(settings, other) == []
+

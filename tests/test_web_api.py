@@ -454,3 +454,243 @@ def test_openapi_documents_every_route(app, client):
     for path in spec["paths"]:
         assert path.encode() in docs.data
     assert b"http://" not in docs.data and b"https://" not in docs.data
+
+
+# --------------------------------------------------------------------------- delete and run again
+
+
+def add_finished_job_with_files(settings, app, clip, status=DONE, **fields) -> str:
+    """A finished job as the workers leave it: its uploaded video in storage, pose/track/prediction/
+    segment rows, and its report files and annotated video on disk with their Report rows."""
+    from har import reports
+    from har.db import PoseData, Prediction, Segment, Track
+
+    storage = app.extensions["har"]["storage"]
+    with open(clip, "rb") as f:
+        rel, sha, size = storage.save_upload(f, "clip.mp4")
+    job_id = add_done_job(settings, **fields) if status == DONE else add_job(settings, status=status, **fields)
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id)
+        job.video.path, job.video.sha256, job.video.size_bytes = rel, sha, size
+        s.add(PoseData(job_id=job_id, sampled_fps=22.0, frames_sampled=220, data=b"\0" * 64))
+        s.add(Track(job_id=job_id, track_id=1, start_s=0.0, end_s=9.95, frames=219, mean_score=0.9))
+        s.add(Prediction(job_id=job_id, track_id=1, label="BOXING", confidence=0.93, start_s=0.0, end_s=9.95,
+                         frames=219, probabilities={"BOXING": 0.93}))
+        s.add(Segment(job_id=job_id, track_id=1, label="BOXING", start_s=0.0, end_s=9.95, confidence=0.93))
+        files = reports.render_reports(job, storage) if status == DONE else []
+        video_path, video_rel = storage.job_path(job_id, "annotated.webm")
+        video_path.write_bytes(b"\x1a\x45\xdf\xa3 annotated")
+        files.append(("video", video_rel, "video/webm"))
+        for kind, path, media_type in files:
+            s.add(Report(job_id=job_id, kind=kind, path=path, media_type=media_type,
+                         size_bytes=storage.path(path).stat().st_size, sha256="0" * 64))
+    return job_id
+
+
+def job_rows(settings, job_id) -> dict[str, int]:
+    """How many rows of each table belong to ``job_id``."""
+    from har.db import PoseData, Prediction, Segment, Track
+
+    with session_scope(settings) as s:
+        counts = {m.__tablename__: s.scalar(select(func.count()).select_from(m).where(m.job_id == job_id))
+                  for m in (JobEvent, PoseData, Track, Prediction, Segment, Report)}
+        counts["jobs"] = s.scalar(select(func.count()).select_from(Job).where(Job.id == job_id))
+        return counts
+
+
+def video_of(settings, job_id) -> tuple[str, str]:
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id)
+        return job.video_id, job.video.path
+
+
+def test_delete_finished_job_removes_rows_and_files(client, settings, app, clip):
+    job_id = add_finished_job_with_files(settings, app, clip)
+    other = add_finished_job_with_files(settings, app, clip, name="other.mp4")  # must stay untouched
+    assert all(job_rows(settings, job_id).values())
+    video_id, video_rel = video_of(settings, job_id)
+    root = settings.resolved_storage_dir.resolve()
+    assert (root / "jobs" / job_id / "annotated.webm").is_file() and (root / video_rel).is_file()
+    other_files = {p for p in stored_files(settings) if job_id not in str(p) and p.name != Path(video_rel).name}
+
+    r = client.delete(f"/api/jobs/{job_id}")
+    assert r.status_code == 204 and r.data == b""
+    assert set(job_rows(settings, job_id).values()) == {0}
+    with session_scope(settings) as s:
+        assert s.get(Video, video_id) is None
+    assert not (root / "jobs" / job_id).exists() and not (root / video_rel).exists()
+    assert set(stored_files(settings)) == other_files  # the other job's video and reports are still there
+    assert client.get(f"/api/jobs/{job_id}").status_code == 404
+    assert client.get(f"/api/jobs/{other}/report.csv").status_code == 200
+    assert [j["id"] for j in client.get("/api/jobs").json["items"]] == [other]
+    # a second delete: the job is gone
+    r = client.delete(f"/api/jobs/{job_id}")
+    assert r.status_code == 404 and r.json["error"] == "not_found"
+
+
+def test_delete_failed_job_without_outputs(client, settings):
+    job_id = add_job(settings, status=FAILED, error="The video could not be decoded.")
+    assert client.delete(f"/api/jobs/{job_id}").status_code == 204
+    assert row_counts(settings) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("status", [QUEUED, "extracting", "classifying", "reporting"])
+def test_delete_refused_while_running(client, settings, app, clip, status):
+    job_id = add_finished_job_with_files(settings, app, clip, status=status)
+    before_rows, before_files = job_rows(settings, job_id), set(stored_files(settings))
+    r = client.delete(f"/api/jobs/{job_id}")
+    assert r.status_code == 409
+    assert r.json["error"] == "job_running"
+    assert f"status: {status}" in r.json["message"] and "wait for it to finish" in r.json["message"]
+    assert job_rows(settings, job_id) == before_rows and set(stored_files(settings)) == before_files
+    assert client.get(f"/api/jobs/{job_id}").json["status"] == status
+
+
+def test_delete_unknown_job_404(client):
+    for job_id in ("nope", "x" * 100):
+        r = client.delete(f"/api/jobs/{job_id}")
+        assert r.status_code == 404 and r.is_json and r.json["error"] == "not_found"
+
+
+def test_rerun_creates_a_new_job_for_the_same_video(client, settings, app, clip, enqueued):
+    old = add_finished_job_with_files(settings, app, clip, params={"imgsz": 480, "stride": 8})
+    before = client.get(f"/api/jobs/{old}").json
+    r = client.post(f"/api/jobs/{old}/rerun", data={"imgsz": "640"})
+    assert r.status_code == 202, r.json
+    new = r.json["id"]
+    assert new != old and r.json["status"] == "queued"
+    assert r.headers["Location"] == r.json["status_url"] == f"/api/jobs/{new}"
+    assert r.json["url"] == f"/jobs/{new}"
+    assert enqueued == [new]
+    with session_scope(settings) as s:
+        job, source = s.get(Job, new), s.get(Job, old)
+        assert job.video_id == source.video_id and job.status == QUEUED
+        assert job.params == {"imgsz": 640, "stride": 8}  # given values replace the old job's, the rest stay
+        assert job.frames_total == source.video.frame_count and job.result is None
+        assert [(e.status, e.message) for e in job.events] == [(QUEUED, f"run again from job {old}")]
+        assert s.scalar(select(func.count()).select_from(Video)) == 1  # no second upload
+    assert client.get(f"/api/jobs/{old}").json == before  # the old job stays as it was
+    # JSON works too, and a failed job can be run again
+    with session_scope(settings) as s:
+        s.get(Job, new).status = FAILED
+    r = client.post(f"/api/jobs/{new}/rerun", json={"stride": 4, "fps": 15})
+    assert r.status_code == 202, r.json
+    with session_scope(settings) as s:
+        assert s.get(Job, r.json["id"]).params == {"imgsz": 640, "stride": 4, "sample_fps": 15.0}
+    assert enqueued == [new, r.json["id"]]
+    # no body: the same settings again
+    r = client.post(f"/api/jobs/{old}/rerun")
+    assert r.status_code == 202
+    with session_scope(settings) as s:
+        assert s.get(Job, r.json["id"]).params == {"imgsz": 480, "stride": 8}
+
+
+@pytest.mark.parametrize("body", [{"imgsz": "500"}, {"imgsz": "abc"}, {"fps": "0"}, {"stride": "99"}])
+def test_rerun_validates_parameters(client, settings, app, clip, enqueued, body):
+    old = add_finished_job_with_files(settings, app, clip)
+    r = client.post(f"/api/jobs/{old}/rerun", data=body)
+    assert r.status_code == 400 and r.json["error"] == "invalid_parameter"
+    assert next(iter(body)) in r.json["message"]
+    r = client.post(f"/api/jobs/{old}/rerun", json={k: v for k, v in body.items()})
+    assert r.status_code == 400 and r.json["error"] == "invalid_parameter"
+    assert enqueued == [] and row_counts(settings)[1] == 1
+
+
+def test_rerun_bad_json_body_400(client, settings, app, clip, enqueued):
+    old = add_finished_job_with_files(settings, app, clip)
+    for data in ("[1, 2]", "{not json"):
+        r = client.post(f"/api/jobs/{old}/rerun", data=data, content_type="application/json")
+        assert r.status_code == 400 and r.is_json, data
+    assert enqueued == []
+
+
+@pytest.mark.parametrize("status", [QUEUED, "extracting", "classifying", "reporting"])
+def test_rerun_refused_while_running(client, settings, status, enqueued):
+    job_id = add_job(settings, status=status)
+    r = client.post(f"/api/jobs/{job_id}/rerun")
+    assert r.status_code == 409 and r.json["error"] == "job_running" and "wait for it to finish" in r.json["message"]
+    assert enqueued == [] and row_counts(settings)[1] == 1
+
+
+def test_rerun_unknown_job_404(client, enqueued):
+    r = client.post("/api/jobs/nope/rerun")
+    assert r.status_code == 404 and r.json["error"] == "not_found" and enqueued == []
+
+
+def test_rerun_when_the_stored_video_is_gone_410(client, settings, enqueued):
+    job_id = add_done_job(settings)  # its video row points at a file that is not in storage
+    r = client.post(f"/api/jobs/{job_id}/rerun")
+    assert r.status_code == 410 and r.json["error"] == "video_gone"
+    assert "no longer stored" in r.json["message"] and "Upload" in r.json["message"]
+    assert enqueued == [] and row_counts(settings)[1] == 1
+
+
+def test_rerun_with_the_queue_down_503_and_the_new_job_failed(settings, clip):
+    app = make_app(settings)  # Redis points at a closed port
+    old = add_finished_job_with_files(settings, app, clip)
+    client = app.test_client()
+    r = client.post(f"/api/jobs/{old}/rerun")
+    assert r.status_code == 503 and r.json["error"] == "queue_unavailable"
+    new = r.json["id"]
+    assert new != old and r.json["status_url"] == f"/api/jobs/{new}"
+    assert client.get(f"/api/jobs/{new}").json["status"] == FAILED
+    assert client.get(f"/api/jobs/{old}").json["status"] == DONE
+
+
+def test_deleting_a_job_keeps_the_video_another_job_uses(client, settings, app, clip):
+    old = add_finished_job_with_files(settings, app, clip)
+    video_id, video_rel = video_of(settings, old)
+    new = client.post(f"/api/jobs/{old}/rerun").json["id"]
+    assert client.delete(f"/api/jobs/{new}").status_code == 409  # queued: not yet
+    with session_scope(settings) as s:
+        s.get(Job, new).status = DONE
+    root = settings.resolved_storage_dir.resolve()
+
+    assert client.delete(f"/api/jobs/{old}").status_code == 204
+    assert (root / video_rel).is_file() and not (root / "jobs" / old).exists()
+    with session_scope(settings) as s:
+        assert s.get(Video, video_id) is not None and s.get(Job, new).video_id == video_id
+    # the remaining job can still be run again from that video
+    assert client.post(f"/api/jobs/{new}/rerun").status_code == 202
+
+    assert client.delete(f"/api/jobs/{new}").status_code == 204
+    assert (root / video_rel).is_file()  # still used by the rerun of the rerun
+    with session_scope(settings) as s:
+        last = s.scalars(select(Job)).one()
+        last.status = FAILED
+        last_id = last.id
+    assert client.delete(f"/api/jobs/{last_id}").status_code == 204
+    assert not (root / video_rel).exists()
+    assert row_counts(settings) == (0, 0, 0) and stored_files(settings) == []
+
+
+def test_delete_and_rerun_on_postgresql(tmp_path, clip, postgres_url, enqueued):
+    """The same paths on PostgreSQL (row locks, ON DELETE CASCADE), in a database of their own."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(postgres_url)
+    with psycopg.connect(host=u.host, port=u.port, user=u.username, dbname=u.database, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS har_web_delete")
+        conn.execute("CREATE DATABASE har_web_delete")
+    settings = make_settings(tmp_path, database_url=u.set(database="har_web_delete").render_as_string(False))
+    try:
+        app = make_app(settings, HAR_ENQUEUE=enqueued)
+        client = app.test_client()
+        old = add_finished_job_with_files(settings, app, clip)
+        video_id, video_rel = video_of(settings, old)
+        r = client.post(f"/api/jobs/{old}/rerun", json={"imgsz": 320})
+        assert r.status_code == 202, r.json
+        new = r.json["id"]
+        assert enqueued == [new]
+        assert client.delete(f"/api/jobs/{new}").status_code == 409
+        assert client.delete(f"/api/jobs/{old}").status_code == 204
+        assert set(job_rows(settings, old).values()) == {0}
+        with session_scope(settings) as s:
+            job = s.get(Job, new)
+            assert job.video_id == video_id and job.params == {"imgsz": 320}
+            job.status = FAILED
+        assert client.delete(f"/api/jobs/{new}").status_code == 204
+        assert row_counts(settings) == (0, 0, 0) and stored_files(settings) == []
+    finally:
+        dispose_engines()

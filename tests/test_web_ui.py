@@ -8,14 +8,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from har.database import dispose_engines, session_scope
-from har.db import FAILED, QUEUED, Report
+from har.db import FAILED, QUEUED, Job, Report
 from tests.test_web_api import (  # noqa: F401 - fixtures
     add_done_job,
+    add_finished_job_with_files,
     add_job,
     app,
     client,
     clip,
     enqueued,
+    job_rows,
     make_app,
     make_settings,
     row_counts,
@@ -223,3 +225,86 @@ def test_generated_secret_key_is_never_replaced_once_handed_out(tmp_path, monkey
     assert load_settings(data_dir=str(tmp_path), secret_key="").resolved_secret_key == first
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]
+
+
+# --------------------------------------------------------------------------- delete and run again
+
+
+def action_forms(html: str) -> dict[str, str]:
+    """action URL -> the form's HTML, for the POST forms on a page."""
+    return {m.group(1): m.group(0) for m in re.finditer(r'<form method="post" action="([^"]+)".*?</form>', html, re.S)}
+
+
+def test_finished_job_page_has_run_again_and_delete_forms_with_csrf(csrf_app, settings, clip):
+    job_id = add_finished_job_with_files(settings, csrf_app, clip, params={"imgsz": 640})
+    html = csrf_app.test_client().get(f"/jobs/{job_id}").data.decode()
+    forms = action_forms(html)
+    rerun, delete = forms[f"/jobs/{job_id}/rerun"], forms[f"/jobs/{job_id}/delete"]
+    for form in (rerun, delete):
+        assert re.search(r'name="csrf_token" type="hidden" value="[^"]+"', form)
+    assert ">Run again</button>" in rerun and 'name="imgsz"' in rerun and 'placeholder="640"' in rerun
+    assert ">Delete</button>" in delete and 'data-confirm="Delete this job' in delete
+    assert "onsubmit" not in html and "and the uploaded video" in visible_text(html.encode())
+    # the confirmation lives in the shipped script (the CSP allows no inline handlers)
+    js = csrf_app.test_client().get("/static/job.js").data.decode()
+    assert "form[data-confirm]" in js and "window.confirm" in js
+    # a failed job has them too; a running one has neither
+    failed = add_job(settings, status=FAILED, error="boom", name="f.mp4")
+    assert f"/jobs/{failed}/delete" in action_forms(csrf_app.test_client().get(f"/jobs/{failed}").data.decode())
+    running = add_job(settings, status="classifying", name="r.mp4")
+    assert action_forms(csrf_app.test_client().get(f"/jobs/{running}").data.decode()) == {}
+
+
+def test_job_page_without_stored_video_offers_no_run_again(client, settings):
+    job_id = add_done_job(settings)  # no file behind its video row
+    html = client.get(f"/jobs/{job_id}").data.decode()
+    assert f"/jobs/{job_id}/rerun" not in action_forms(html) and f"/jobs/{job_id}/delete" in action_forms(html)
+    assert "no longer stored" in visible_text(html.encode())
+
+
+def test_delete_button_with_csrf(csrf_app, settings, clip):
+    client = csrf_app.test_client()
+    job_id = add_finished_job_with_files(settings, csrf_app, clip, name="gym.mp4")
+    r = client.post(f"/jobs/{job_id}/delete")  # no token: refused, nothing deleted
+    assert r.status_code == 400 and "form expired" in visible_text(r.data).lower()
+    assert job_rows(settings, job_id)["jobs"] == 1
+
+    token = csrf_token(client.get(f"/jobs/{job_id}").data)
+    r = client.post(f"/jobs/{job_id}/delete", data={"csrf_token": token})
+    assert r.status_code == 303 and r.headers["Location"] == "/jobs"
+    assert set(job_rows(settings, job_id).values()) == {0} and stored_files(settings) == []
+    text = visible_text(client.get("/jobs").data)
+    assert "Deleted the job for “gym.mp4” and its files." in text
+    assert client.get(f"/jobs/{job_id}").status_code == 404
+    assert client.post(f"/jobs/{job_id}/delete", data={"csrf_token": token}).status_code == 404
+
+
+def test_delete_button_refused_while_running(csrf_app, settings):
+    client = csrf_app.test_client()
+    job_id = add_job(settings, status="extracting")
+    token = csrf_token(client.get("/").data)
+    r = client.post(f"/jobs/{job_id}/delete", data={"csrf_token": token})
+    assert r.status_code == 303 and r.headers["Location"] == f"/jobs/{job_id}"
+    assert "wait for it to finish" in visible_text(client.get(r.headers["Location"]).data)
+    assert job_rows(settings, job_id)["jobs"] == 1
+
+
+def test_run_again_button_with_csrf(csrf_app, settings, enqueued, clip):
+    client = csrf_app.test_client()
+    old = add_finished_job_with_files(settings, csrf_app, clip)
+    assert client.post(f"/jobs/{old}/rerun").status_code == 400 and enqueued == []
+
+    token = csrf_token(client.get(f"/jobs/{old}").data)
+    r = client.post(f"/jobs/{old}/rerun", data={"csrf_token": token, "imgsz": "320", "fps": "", "stride": ""})
+    assert r.status_code == 303
+    new = r.headers["Location"].rsplit("/", 1)[1]
+    assert r.headers["Location"] == f"/jobs/{new}" and new != old and enqueued == [new]
+    page = client.get(r.headers["Location"])
+    assert "Started again as a new job" in visible_text(page.data) and 'data-final="false"' in page.data.decode()
+    with session_scope(settings) as s:
+        assert s.get(Job, new).params == {"imgsz": 320} and s.get(Job, new).video_id == s.get(Job, old).video_id
+
+    # a bad value: back to the job page with the reason, no new job
+    r = client.post(f"/jobs/{old}/rerun", data={"csrf_token": token, "imgsz": "333"})
+    assert r.status_code == 303 and r.headers["Location"] == f"/jobs/{old}"
+    assert "multiple of 32" in visible_text(client.get(f"/jobs/{old}").data) and enqueued == [new]

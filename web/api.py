@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 from har import reports as har_reports
 from har.db import DONE, STATES, Job
 
-from . import get_session, get_settings, get_storage, json_error
+from . import actions, get_session, get_settings, get_storage, json_error
 from .openapi import openapi_document
 from .serialize import job_detail, job_summary
 from .uploads import UploadError, accept_upload
@@ -38,6 +38,11 @@ def create_job():
     except UploadError as exc:
         extra = {"id": exc.job_id, "status_url": url_for("api.get_job", job_id=exc.job_id)} if exc.job_id else {}
         return json_error(exc.status, exc.error, exc.message, **extra)
+    return _accepted(job)
+
+
+def _accepted(job: Job):
+    """202 for a new queued job: its id, page and status URL (also in ``Location``)."""
     body = {
         "id": job.id,
         "status": job.status,
@@ -119,6 +124,33 @@ def get_job(job_id: str):
     resp = jsonify(job_detail(job))
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str):
+    try:
+        actions.delete_job(job_id, get_storage(), get_session())
+    except UploadError as exc:
+        return json_error(exc.status, exc.error, exc.message)
+    return Response(status=204)
+
+
+@bp.post("/jobs/<job_id>/rerun")
+def rerun_job(job_id: str):
+    if request.is_json:
+        form = request.get_json(silent=True)
+        if form is None and not request.get_data():
+            form = {}  # no body: run with the old job's settings
+        if not isinstance(form, dict):
+            return json_error(400, "invalid_body", "Send the optional fields as a JSON object (or as form fields).")
+    else:
+        form = request.form
+    try:
+        job = actions.rerun_job(job_id, form, get_settings(), get_storage(), get_session())
+    except UploadError as exc:
+        extra = {"id": exc.job_id, "status_url": url_for("api.get_job", job_id=exc.job_id)} if exc.job_id else {}
+        return json_error(exc.status, exc.error, exc.message, **extra)
+    return _accepted(job)
 
 
 @bp.get("/jobs/<job_id>/report.<fmt>")

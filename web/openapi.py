@@ -14,6 +14,18 @@ def _error(description: str) -> dict[str, Any]:
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "The job's id (a UUID).",
           "schema": {"type": "string", "format": "uuid"}}
 
+# Optional settings of a rerun (the upload's, without the file); those not given keep the old job's.
+RUN_SETTINGS = {
+    "type": "object",
+    "properties": {
+        "imgsz": {"type": "integer", "minimum": 320, "maximum": 1280, "multipleOf": 32,
+                  "description": "Pose model input size in pixels."},
+        "fps": {"type": "number", "minimum": 5, "maximum": 60, "description": "Frames per second analysed."},
+        "stride": {"type": "integer", "minimum": 1, "maximum": 32,
+                   "description": "Sampled frames between classification windows."},
+    },
+}
+
 
 def openapi_document(settings=None) -> dict[str, Any]:
     max_mb = getattr(settings, "max_upload_mb", 500)
@@ -103,6 +115,54 @@ def openapi_document(settings=None) -> dict[str, Any]:
                         "200": {"description": "The job.",
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
                         "404": _error("Unknown job."),
+                    },
+                },
+                "delete": {
+                    "tags": ["jobs"],
+                    "operationId": "deleteJob",
+                    "summary": "Delete a finished job with its results and files",
+                    "description": ("Removes the job and everything it produced (history, tracks, pose data, "
+                                    "predictions, reports, the annotated video) and, when no other job uses it, "
+                                    "the uploaded video. Only a finished job (`done` or `failed`) can be deleted; "
+                                    "a running one answers 409: wait for it to finish."),
+                    "parameters": [JOB_ID],
+                    "responses": {
+                        "204": {"description": "Deleted."},
+                        "404": _error("Unknown job."),
+                        "409": _error("The job is still running (`job_running`); wait for it to finish."),
+                    },
+                },
+            },
+            "/api/jobs/{job_id}/rerun": {
+                "post": {
+                    "tags": ["jobs"],
+                    "operationId": "rerunJob",
+                    "summary": "Run a finished job again on the same stored video, as a new job",
+                    "description": ("Creates and queues a new job for the video of a finished job (`done` or "
+                                    "`failed`), without uploading it again; the old job stays in the history. "
+                                    "Optional settings as form fields or a JSON object, validated like the "
+                                    "upload's; those not given keep the old job's values."),
+                    "parameters": [JOB_ID],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {"schema": RUN_SETTINGS},
+                            "application/x-www-form-urlencoded": {"schema": RUN_SETTINGS},
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Accepted; the new job is queued.",
+                            "headers": {"Location": {"description": "The new job's status URL.",
+                                                     "schema": {"type": "string"}}},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreated"}}},
+                        },
+                        "400": _error("An invalid parameter or body."),
+                        "404": _error("Unknown job."),
+                        "409": _error("The job is still running (`job_running`); wait for it to finish."),
+                        "410": _error("The job's uploaded video is no longer stored (`video_gone`); upload it again."),
+                        "503": _error("The queue is unavailable; the new job was created and marked failed "
+                                      "(its `id` and `status_url` are included)."),
                     },
                 },
             },

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
+from sqlalchemy import func, select
 from wtforms import DecimalField, FileField, IntegerField
 from wtforms.validators import Optional
 
 from har import reports as har_reports
 from har.db import STATES, TERMINAL_STATES, Job
 
-from . import get_session, get_settings, get_storage
+from . import actions, get_session, get_settings, get_storage
 from .serialize import eta_seconds
 from .uploads import PARAM_FIELDS, UploadError, accept_upload
 
@@ -82,11 +83,18 @@ def job_page(job_id: str):
     duration = har_reports.timeline_duration(result, job.video.duration_s if job.video else None)
     has_video = any(r.kind == "video" for r in job.reports) and get_storage().exists(
         next(r.path for r in job.reports if r.kind == "video"))
+    final = job.status in TERMINAL_STATES
+    video_stored = final and job.video is not None and get_storage().exists(job.video.path)
+    video_shared = final and job.video is not None and (get_session().scalar(
+        select(func.count()).select_from(Job).where(Job.video_id == job.video_id, Job.id != job.id)) or 0) > 0
     return render_template(
         "job.html",
         job=job,
+        video_stored=video_stored,
+        video_shared=video_shared,
+        **_limits(),
         result=result,
-        final=job.status in TERMINAL_STATES,
+        final=final,
         rows=har_reports.timeline_rows(result, duration),
         legend=har_reports.legend(result),
         duration=duration,
@@ -94,3 +102,31 @@ def job_page(job_id: str):
         eta=eta_seconds(job),
         stages=("queued", "extracting", "classifying", "reporting", "done"),
     )
+
+
+@bp.post("/jobs/<job_id>/delete")
+def delete_job(job_id: str):
+    # CSRF is checked by CSRFProtect before we get here.
+    try:
+        job = actions.delete_job(job_id, get_storage(), get_session())
+    except UploadError as exc:
+        if exc.status == 404:
+            abort(404, description=f"There is no job with id {job_id}.")
+        flash(exc.message, "error")
+        return redirect(url_for("ui.job_page", job_id=job_id), code=303)
+    name = job.video.original_filename if job.video else job_id
+    flash(f"Deleted the job for “{name}” and its files.", "info")
+    return redirect(url_for("ui.jobs"), code=303)
+
+
+@bp.post("/jobs/<job_id>/rerun")
+def rerun_job(job_id: str):
+    try:
+        job = actions.rerun_job(job_id, request.form, get_settings(), get_storage(), get_session())
+    except UploadError as exc:
+        if exc.status == 404:
+            abort(404, description=f"There is no job with id {job_id}.")
+        flash(exc.message, "error")
+        return redirect(url_for("ui.job_page", job_id=exc.job_id or job_id), code=303)
+    flash("Started again as a new job; the earlier run stays in the history.", "info")
+    return redirect(url_for("ui.job_page", job_id=job.id), code=303)

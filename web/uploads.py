@@ -138,7 +138,7 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> 
         "height": int(info.height),
         "rotation_deg": int(info.rotation_deg or 0),
     }
-    from har.jobs import create_job, fail_job
+    from har.jobs import create_job
 
     try:
         job = create_job(session, video_fields, params)
@@ -147,6 +147,15 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> 
         session.rollback()
         storage.delete(rel)
         raise
+
+    enqueue_or_fail(job, settings, session)
+    return job
+
+
+def enqueue_or_fail(job: Job, settings, session) -> None:
+    """Send the committed, queued ``job`` to the workers. When the broker is unreachable the job is
+    marked failed with the reason (never left silently stuck) and :class:`UploadError` 503 is raised."""
+    from har.jobs import fail_job
 
     try:
         _enqueue(job.id, settings)
@@ -157,4 +166,3 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> 
         fail_job(session, job, f"{reason} ({type(exc).__name__})")
         session.commit()
         raise UploadError(503, "queue_unavailable", reason, job_id=job.id) from None
-    return job

@@ -46,6 +46,33 @@ class JobError(Exception):
     """A failure whose message is meant for the user as it is."""
 
 
+class JobGone(Exception):
+    """The job no longer exists (it was deleted while a task was on its way or running)."""
+
+    def __init__(self, job_id: str):
+        super().__init__(f"job {job_id} no longer exists")
+        self.job_id = job_id
+
+
+def get_job(session, job_id: str) -> Job:
+    """The job row, or :class:`JobGone` (a stage ends quietly then: see :func:`fail`)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobGone(job_id)
+    return job
+
+
+def discard_job_files(settings: Settings, job_id: str) -> None:
+    """Remove what a task wrote for a job that was deleted meanwhile (``jobs/<job id>/``)."""
+    try:
+        left = storage(settings).delete_job_files(job_id)
+    except Exception:  # noqa: BLE001 - cleanup is best effort
+        log.warning("could not remove the files of deleted job %s", job_id, exc_info=True)
+        return
+    if left:
+        log.warning("could not remove the files of deleted job %s: %s", job_id, ", ".join(left))
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -216,17 +243,21 @@ def fail(settings: Settings, job_id: str, stage: str, exc: BaseException, task_i
     the stage to a new task while this one was presumed dead), the job is that task's to finish or
     fail: the error is only logged."""
     reason = readable_reason(stage, exc)
-    log.error("%s: job %s failed: %s", stage, job_id, reason, exc_info=exc)
     try:
         with session_scope(settings) as s:
             job = lock_job(s, job_id)
-            if job is not None and task_id is not None and job.task_id not in (None, task_id):
+            if job is None:  # deleted meanwhile: nothing to record, and nothing of it may stay behind
+                log.warning("%s: job %s no longer exists (deleted); stopped (%s)", stage, job_id, reason)
+                discard_job_files(settings, job_id)
+                return
+            log.error("%s: job %s failed: %s", stage, job_id, reason, exc_info=exc)
+            if task_id is not None and job.task_id not in (None, task_id):
                 log.warning("%s: job %s is held by task %s now; not failed for the error of task %s",
                             stage, job_id, job.task_id, task_id)
                 return
-            if job is not None:
-                fail_job(s, job, reason)
+            fail_job(s, job, reason)
     except Exception:
+        log.error("%s: job %s failed: %s", stage, job_id, reason, exc_info=exc)
         log.exception("could not record the failure of job %s", job_id)
         raise
 

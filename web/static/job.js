@@ -5,6 +5,13 @@
   var root = document.getElementById("job");
   if (!root) return;
 
+  // Forms that ask before they are sent (delete): the page's CSP forbids inline handlers.
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+    });
+  });
+
   function text(id, value) { var el = document.getElementById(id); if (el) el.textContent = value; }
 
   function formatEta(s) {

@@ -5,7 +5,7 @@ from sqlalchemy import delete
 
 from har.config import Settings
 from har.database import session_scope
-from har.db import CLASSIFYING, REPORTING, Job, PoseData, Prediction, Segment
+from har.db import CLASSIFYING, REPORTING, PoseData, Prediction, Segment
 from har.jobs import lock_job, set_status
 from worker import runtime
 from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, celery_app
@@ -33,7 +33,7 @@ def run_classify(settings: Settings, job_id: str, task_id: str | None) -> bool:
         from models.tracks import PoseExtraction
 
         with session_scope(settings) as s:
-            job = s.get(Job, job_id)
+            job = runtime.get_job(s, job_id)
             params = runtime.job_params(job, settings)
             pose = s.get(PoseData, job_id)
             if pose is None:

@@ -7,7 +7,7 @@ from sqlalchemy import delete
 
 from har.config import Settings
 from har.database import session_scope
-from har.db import CLASSIFYING, Job, PoseData, Track
+from har.db import CLASSIFYING, PoseData, Track
 from har.jobs import lock_job, set_status
 from worker import runtime
 from worker.celery_app import CLASSIFY_TASK, POSE_TASK, celery_app
@@ -42,7 +42,7 @@ def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
         return False
     try:
         with session_scope(settings) as s:
-            job = s.get(Job, job_id)
+            job = runtime.get_job(s, job_id)
             video_rel = job.video.path
             params = runtime.job_params(job, settings)
         storage = runtime.storage(settings)

@@ -29,7 +29,7 @@ def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
 
         storage = runtime.storage(settings)
         with session_scope(settings) as s:
-            job = s.get(Job, job_id)
+            job = runtime.get_job(s, job_id)
             params = runtime.job_params(job, settings)
             video_rel = job.video.path
             result = job.result
@@ -60,7 +60,11 @@ def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
 
             with session_scope(settings) as s:
                 job = lock_job(s, job_id)
-                if job is None or job.task_id != claim.task_id or job.status != REPORTING:
+                if job is None:
+                    runtime.log.warning("report: job %s was deleted meanwhile; its files are removed", job_id)
+                    runtime.discard_job_files(settings, job_id)
+                    return False
+                if job.task_id != claim.task_id or job.status != REPORTING:
                     runtime.log.warning("report: job %s was taken over or finished meanwhile", job_id)
                     return False
                 events = list(job.events)

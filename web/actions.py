@@ -1,0 +1,84 @@
+"""Actions on an existing job, shared by the API and the pages: delete it, run it again.
+
+Both need the job to be finished (done or failed): a job still in the workers' hands is never
+deleted (a worker would write into a job that is gone) nor run again (it has not ended yet).
+Errors are :class:`web.uploads.UploadError` (HTTP status, code, message for people).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from har.db import TERMINAL_STATES, Job
+from har.jobs import JobBusy, create_rerun, lock_job
+from har.jobs import delete_job as delete_job_rows
+
+from .uploads import UploadError, enqueue_or_fail, parse_params
+
+log = logging.getLogger(__name__)
+
+MAX_JOB_ID = 64
+
+
+def _not_found(job_id: str) -> UploadError:
+    return UploadError(404, "not_found", f"No job with id {job_id}.")
+
+
+def _busy(status: str, action: str) -> UploadError:
+    return UploadError(409, "job_running",
+                       f"The job is still in progress (status: {status}); wait for it to finish, then {action}.")
+
+
+def _locked_job(session, job_id: str) -> Job:
+    job = lock_job(session, job_id) if len(job_id) <= MAX_JOB_ID else None
+    if job is None:
+        session.rollback()
+        raise _not_found(job_id)
+    return job
+
+
+def delete_job(job_id: str, storage, session) -> Job:
+    """Delete a finished job, its rows and its files (and its video when no other job uses it).
+
+    Returns the deleted (detached) job. The rows go in one transaction; the files after it commits,
+    so a failure never leaves rows pointing at missing files."""
+    job = _locked_job(session, job_id)
+    try:
+        files = delete_job_rows(session, job)
+    except JobBusy as exc:
+        session.rollback()
+        raise _busy(exc.status, "delete it") from None
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
+    left = storage.delete_job_files(job_id, files)
+    if left:
+        log.warning("job %s deleted, but these files could not be removed: %s", job_id, ", ".join(left))
+    return job
+
+
+def rerun_job(job_id: str, form: Mapping[str, Any], settings, storage, session) -> Job:
+    """A new queued job for the stored video of the finished job ``job_id``, enqueued; the old job stays.
+
+    ``form``: optional imgsz / fps / stride (validated like an upload's); the ones not given keep the
+    old job's values."""
+    params = parse_params(form)
+    job = _locked_job(session, job_id)
+    if job.status not in TERMINAL_STATES:
+        status = job.status
+        session.rollback()
+        raise _busy(status, "run it again")
+    if job.video is None or not storage.exists(job.video.path):
+        session.rollback()
+        raise UploadError(410, "video_gone",
+                          "The uploaded video of this job is no longer stored, so it cannot be run again. "
+                          "Upload the video again instead.")
+    try:
+        new = create_rerun(session, job, params)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    enqueue_or_fail(new, settings, session)
+    return new
