@@ -144,3 +144,37 @@ def test_real_data_validation_windows_share_no_frames_with_training_windows():
     fit, val = holdout_split(y)
     assert len(val) >= 6 and set(y[val]) == set(range(6)) and not set(fit) & set(val)
     assert not set(frames[fit].ravel()) & set(frames[val].ravel())
+
+
+def test_negatives_cover_every_kind_and_are_deterministic():
+    x, kinds = synth.generate_negatives(120, "train", seed=3)
+    assert x.shape == (120, 32, 18, 2) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert set(kinds) == set(synth.NEGATIVE_KINDS)
+    x2, kinds2 = synth.generate_negatives(120, "train", seed=3)
+    np.testing.assert_array_equal(x, x2)
+    assert kinds == kinds2
+    rng = np.random.default_rng(0)
+    for name in synth.STILL_POSES + synth.SLOW_MOVES:
+        seq = synth.render([(name, 32)], rng, split="test", camera_drift=True)
+        assert np.isfinite(seq).all() and ((seq != 0).any(-1)).mean() > 0.5, name
+
+
+def _wrist_motion(seq18):
+    """Spread (temporal std) of both wrists over the window in person-normalized units."""
+    f = window_features(remap(seq18[None], "openpose18", "openpose17"), "openpose17", "person")[0]
+    w = f.reshape(32, 17, 2)[:, [3, 6]]  # openpose17: r_wrist 3, l_wrist 6
+    return float(np.linalg.norm(w.std(axis=0), axis=-1).mean())
+
+
+def test_every_action_needs_its_motion():
+    """The same subject and phase: performing an action moves the wrists far more than the same
+    action frozen (time_scale 0) or nearly frozen (the slowest negative), detector jitter included."""
+    for c in range(len(CLASSES)):
+        s = synth.sample_subject(np.random.default_rng(c), "train")
+        s.update(jitter=0.004, p_drop=0.0, p_occlude=0.0)
+        moving = synth.render([(c, 32)], np.random.default_rng(50 + c), subject=s, time_scale=1.0)
+        frozen = synth.render([(c, 32)], np.random.default_rng(50 + c), subject=s, time_scale=0.0)
+        slow = synth.render([(c, 32)], np.random.default_rng(50 + c), subject=s,
+                            time_scale=synth.MAX_FROZEN_TIME_SCALE)
+        m, f, sl = _wrist_motion(moving), _wrist_motion(frozen), _wrist_motion(slow)
+        assert m > 2.0 * max(f, sl), (CLASSES[c], m, f, sl)

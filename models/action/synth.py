@@ -6,7 +6,18 @@ roll), projected orthographically into a 640x480 frame at a sampled distance and
 and degraded like a 2D pose detector: per-joint jitter, camera shake, dropped joints, short
 limb occlusions, the far ear hidden when the head turns, and joints outside the frame missing.
 Tempo (with drift), amplitude and phase vary per sequence; one-hand waving uses either hand;
-some windows start or end with idle/transition frames.
+some windows start or end with idle/transition frames; some are filmed with a slowly panning and
+zooming camera.
+
+Negative ("no action") windows, :func:`generate_negatives`, teach the model that an action needs
+its motion, not its pose: frozen or nearly frozen frames of every action (a random phase held
+still), everyday still poses (hands clasped, in pockets, arms crossed, hand on hip, holding
+something at chest height, phone at the face...), slow non-action movement (shifting weight,
+turning, stepping in place slowly) and the plain idle stance, all with detector jitter and
+mostly with a slow camera pan/zoom. Training pushes them toward the uniform distribution so the
+calibrated "uncertain" threshold rejects them. A share of them carry a real pose detector's errors
+on a hard, still person (seen from the side, cut by the frame edge, a slow non-rigid wobble of the
+keypoints, left/right swaps, flickering joints), seen on real keypoints of still photos.
 
 Output is OpenPose-18 (x, y) pixels, missing joints (0, 0), ~22 Hz, like the real dataset.
 
@@ -22,7 +33,7 @@ import numpy as np
 from ..layouts import OPENPOSE18
 from .dataset import CLASSES, FPS, FRAME_H, FRAME_W, WINDOW
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 IDLE = -1  # pseudo-label for idle / transition frames
 
 # (low, high) ranges; the test split samples from ``test`` ranges, given as lists of intervals.
@@ -130,10 +141,12 @@ def _targets(action: int, t: np.ndarray, s: dict, rng: np.random.Generator) -> d
         "ankle_l": np.stack([0.02 * one, -0.985 * leg * one, z], -1),
         "ankle_r": np.stack([0.02 * one, -0.985 * leg * one, z], -1),
         "root_y": z.copy(), "airborne": z.copy(), "twist": z.copy(), "lean": z.copy(),
-        "head_tilt": z.copy(),
+        "head_tilt": z.copy(), "root_x": z.copy(), "yaw": z.copy(),
     }
     sway = 0.004 * np.sin(2 * np.pi * t * rng.uniform(0.2, 0.5) + rng.uniform(0, 6))
     out["lean"] = sway
+    if isinstance(action, str):  # a named still pose or slow non-action movement (negatives)
+        return _negative_targets(action, out, t, s, rng)
     if action == IDLE:
         # standing with the arms down, or holding any other pose (hand raised, on the hip, pointing,
         # arms crossed...) with only a slow drift: no periodic motion, so no action
@@ -263,14 +276,19 @@ def _blend_weights(n_frames: int, segments: list[tuple[int, int]], ramp: int) ->
 
 
 def render(segments: list[tuple[int, int]], rng: np.random.Generator, subject: dict | None = None,
-           split: str = "train", fps: float = FPS, ramp: int = 4) -> np.ndarray:
-    """Render a sequence of ``(action, n_frames)`` segments (action ``IDLE`` = -1 for idle).
+           split: str = "train", fps: float = FPS, ramp: int = 4, time_scale: float = 1.0,
+           camera_drift: bool = False, artefacts: bool = False) -> np.ndarray:
+    """Render a sequence of ``(action, n_frames)`` segments (action ``IDLE`` = -1 for idle, or the name
+    of a still pose / slow movement from :data:`STILL_POSES` / :data:`SLOW_MOVES`).
 
+    ``time_scale`` slows the body's motion (0 = one frozen frame; detector noise stays per frame);
+    ``camera_drift`` adds a slow camera pan and zoom over the sequence; ``artefacts`` adds the errors of a
+    real pose detector on a hard, still person (slow non-rigid wobble, left/right swaps, flickering joints).
     Returns float32 (T, 18, 2): OpenPose-18 (x, y) pixels in a 640x480 frame, missing = (0, 0).
     """
     s = subject if subject is not None else sample_subject(rng, split)
     T = int(sum(n for _, n in segments))
-    t = np.arange(T) / fps
+    t = np.arange(T) / fps * float(time_scale)
     bounds, a = [], 0
     for _, n in segments:
         bounds.append((a, a + int(n)))
@@ -282,7 +300,7 @@ def render(segments: list[tuple[int, int]], rng: np.random.Generator, subject: d
 
     # --- skeleton in the body frame (units of stature), origin at the standing hip midpoint
     hw, sw = s["hip_w"] / 2, s["shoulder_w"] / 2
-    root = np.stack([np.zeros(T), tg["root_y"], np.zeros(T)], -1)
+    root = np.stack([tg["root_x"], tg["root_y"], np.zeros(T)], -1)
     R_up = _rot_y(tg["twist"]) @ _rot_z(tg["lean"])
     def up(v):  # upper-body offsets rotate with twist and lean  # noqa: E306
         return root + np.einsum("tij,tj->ti", R_up, np.broadcast_to(v, (T, 3)))
@@ -321,7 +339,7 @@ def render(segments: list[tuple[int, int]], rng: np.random.Generator, subject: d
     # --- camera: yaw (body turned), pitch, orthographic projection, roll, scale and position
     P = np.stack([J[n] for n in OPENPOSE18], 1)  # (T, 18, 3)
     yaw, pitch, roll = (np.deg2rad(s[k]) for k in ("yaw_deg", "pitch_deg", "roll_deg"))
-    P = P @ _rot_y(yaw).T
+    P = np.einsum("tij,tkj->tki", _rot_y(yaw + tg["yaw"]), P)  # per-frame yaw (turning)
     cy_, sy_ = np.cos(pitch), np.sin(pitch)
     X, Y = P[..., 0], P[..., 1] * cy_ + P[..., 2] * sy_  # orthographic: depth drops out
     cr, sr = np.cos(roll), np.sin(roll)
@@ -330,6 +348,8 @@ def render(segments: list[tuple[int, int]], rng: np.random.Generator, subject: d
     hip_h = s["thigh"] + s["shin"] + s["ankle_h"]
     u = s["center_x"] * FRAME_W + stature * X
     v = s["feet_y"] - stature * (Y + hip_h)
+    if camera_drift:
+        u, v = _camera_drift(u, v, s, rng)
     # camera shake and detector jitter
     u = u + rng.normal(0, s["shake"] * stature, (T, 1)) + rng.normal(0, s["jitter"] * stature, u.shape)
     v = v + rng.normal(0, s["shake"] * stature, (T, 1)) + rng.normal(0, s["jitter"] * stature, v.shape)
@@ -341,6 +361,8 @@ def render(segments: list[tuple[int, int]], rng: np.random.Generator, subject: d
         far = "l_ear" if s["yaw_deg"] > 0 else "r_ear"
         present[:, idx[far]] &= rng.random(T) < np.clip(1.5 - abs(s["yaw_deg"]) / 20, 0, 1)
     present &= rng.random((T, 18)) >= s["p_drop"]
+    if artefacts:
+        u, v, present = _detector_artefacts(u, v, present, s, rng, fps)
     if rng.random() < s["p_occlude"]:
         limb = [["r_elbow", "r_wrist"], ["l_elbow", "l_wrist"], ["r_knee", "r_ankle"],
                 ["l_knee", "l_ankle"], ["r_wrist"], ["l_wrist"]][rng.integers(6)]
@@ -354,11 +376,220 @@ def render(segments: list[tuple[int, int]], rng: np.random.Generator, subject: d
     return out
 
 
+# --- negatives: no action (still poses, frozen action frames, slow non-action movement)
+
+# everyday still poses; "_2" poses use both arms together, the others are chosen per arm
+STILL_POSES = ("arms_down", "hands_clasped_2", "hand_in_pocket", "arms_crossed_2", "hand_on_hip",
+               "holding_at_chest_2", "phone_at_face", "phone_in_front", "hand_behind_back", "hand_at_chin",
+               "hand_on_belly", "arm_raised_still")
+SLOW_MOVES = ("weight_shift", "turn", "step_in_place")
+NEGATIVE_KINDS = ("idle", "frozen_action", "still_pose", "slow_move")
+NEGATIVE_MIX = (0.1, 0.45, 0.3, 0.15)  # share of each kind in generate_negatives
+MAX_FROZEN_TIME_SCALE = 0.06  # "nearly frozen" actions move at most this fast (0.06 x real tempo)
+
+
+def _arm_pose(name: str, s: dict, rng: np.random.Generator, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """(wrist target relative to the shoulder, x outward; elbow pole) for a still arm pose."""
+    arm = s["upper_arm"] + s["forearm"]
+    mid = -0.5 * s["shoulder_w"]  # body midline, relative to the shoulder (x outward)
+    tor = s["torso"]
+    u = rng.uniform
+    if name == "arms_down":
+        return np.array([u(0.0, 0.12) * arm, -0.95 * arm, u(-0.05, 0.12) * arm]), np.array([0.2, -0.2, -1.0])
+    if name == "hands_clasped_2":
+        return np.array([mid + u(0.0, 0.04), -u(0.5, 1.0) * tor, u(0.08, 0.3) * arm]), np.array([0.6, -0.5, -0.3])
+    if name == "hand_in_pocket":
+        return np.array([u(-0.01, 0.04), -u(0.85, 1.02) * tor, u(-0.02, 0.06)]), np.array([1.0, -0.2, -0.6])
+    if name == "arms_crossed_2":
+        z = u(0.1, 0.2) + (0.03 if side == "l" else 0.0)
+        return np.array([mid - u(0.02, 0.09), -u(0.25, 0.5) * tor, z]), np.array([0.4, -1.0, 0.2])
+    if name == "hand_on_hip":
+        return np.array([u(-0.01, 0.05), -u(0.78, 0.95) * tor, u(-0.03, 0.04)]), np.array([1.0, 0.0, -0.3])
+    if name == "holding_at_chest_2":
+        return (np.array([mid + u(0.02, 0.13), -u(0.0, 0.6) * tor, u(0.2, 0.6) * arm]),
+                np.array([0.7, -0.7, -0.2]))
+    if name == "phone_at_face":
+        return np.array([mid + u(0.0, 0.1), u(0.0, 0.12), u(0.04, 0.2)]), np.array([0.3, -1.0, 0.0])
+    if name == "phone_in_front":
+        return np.array([mid + u(0.02, 0.12), -u(0.05, 0.5) * tor, u(0.3, 0.65) * arm]), np.array([0.5, -1.0, 0.0])
+    if name == "hand_behind_back":
+        return np.array([mid + u(0.03, 0.1), -u(0.7, 0.95) * tor, -u(0.04, 0.12)]), np.array([0.5, -0.3, 1.0])
+    if name == "hand_at_chin":
+        return np.array([mid + u(0.0, 0.06), u(0.02, 0.1), u(0.08, 0.16)]), np.array([0.2, -1.0, 0.3])
+    if name == "hand_on_belly":
+        return np.array([mid + u(0.02, 0.08), -u(0.4, 0.75) * tor, u(0.06, 0.14)]), np.array([0.6, -0.6, -0.2])
+    if name == "arm_raised_still":  # holding a rail, a raised hand held still
+        a = np.deg2rad(u(60, 175))
+        r = u(0.55, 0.97) * arm
+        return (np.array([np.sin(a) * r, -np.cos(a) * r, u(-0.1, 0.5) * arm]),
+                np.array([u(0, 1), -u(0, 1), -u(-0.5, 1)]))
+    raise ValueError(f"unknown still pose {name!r}")
+
+
+def _negative_targets(name: str, out: dict, t: np.ndarray, s: dict, rng: np.random.Generator) -> dict:
+    """Targets of a named still pose (``"pose:<left>:<right>"`` or one of STILL_POSES for both arms)
+    or of a slow movement (``"<move>:<left>:<right>"``): arms held still with a small slow drift."""
+    T = len(t)
+    arm = s["upper_arm"] + s["forearm"]
+    leg = s["thigh"] + s["shin"]
+    parts = name.split(":")
+    kind = parts[0]
+    left, right = (parts[1], parts[2]) if len(parts) == 3 else (kind, kind)
+    if kind in SLOW_MOVES and len(parts) != 3:
+        left = right = "arms_down"
+    for side, pose in (("l", left), ("r", right)):
+        w, pole = _arm_pose(pose, s, rng, side)
+        amp = rng.uniform(0.0, 0.03) * arm
+        drift = np.stack([amp * np.sin(2 * np.pi * t * rng.uniform(0.1, 0.5) + rng.uniform(0, 6)),
+                          amp * np.sin(2 * np.pi * t * rng.uniform(0.1, 0.5) + rng.uniform(0, 6)),
+                          0.5 * amp * np.sin(2 * np.pi * t * rng.uniform(0.1, 0.5) + rng.uniform(0, 6))], -1)
+        out[f"wrist_{side}"] = w[None] + drift
+        out[f"pole_{side}"] = np.tile(pole, (T, 1))
+    if kind == "weight_shift":  # hips sway sideways, the upper body leans against it
+        f = rng.uniform(0.12, 0.45)
+        ph = 2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)
+        a = rng.uniform(0.01, 0.04)
+        out["root_x"] = a * np.sin(ph)
+        out["lean"] = out["lean"] - rng.uniform(0.3, 1.0) * a * np.sin(ph)
+        for side, sg in (("l", 1.0), ("r", -1.0)):  # feet stay put: the ankle moves against the hips
+            out[f"ankle_{side}"] = out[f"ankle_{side}"] - np.stack([sg * out["root_x"], 0 * t, 0 * t], -1)
+    elif kind == "turn":  # slowly turning toward / away from the camera
+        amp = np.deg2rad(rng.uniform(8, 40))
+        f = rng.uniform(0.08, 0.3)
+        out["yaw"] = amp * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+        out["twist"] = 0.3 * out["yaw"] * rng.uniform(0, 1)
+    elif kind == "step_in_place":  # slow steps, one foot at a time, arms swinging a little
+        f = rng.uniform(0.3, 0.7)
+        ph = 2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)
+        lift = rng.uniform(0.02, 0.07)
+        for side, off in (("l", 0.0), ("r", np.pi)):
+            up = lift * np.maximum(np.sin(ph + off), 0) ** 2
+            a = out[f"ankle_{side}"].copy()
+            a[:, 1] = -0.985 * leg + up
+            a[:, 2] = a[:, 2] + 0.5 * up
+            out[f"ankle_{side}"] = a
+            out[f"wrist_{side}"] = out[f"wrist_{side}"] + np.stack(
+                [0 * t, 0 * t, rng.uniform(0.0, 0.08) * arm * np.sin(ph + off + np.pi)], -1)
+        out["root_y"] = -0.3 * lift * np.abs(np.sin(ph)) ** 2
+    return out
+
+
+def _camera_drift(u: np.ndarray, v: np.ndarray, s: dict, rng: np.random.Generator):
+    """Slow camera pan and zoom over the sequence (pixels, (T, J) each), like a panned still photo or
+    a hand-held phone: a linear shift of up to ~0.5 torso lengths and a zoom of up to +-8 % about a
+    point of the frame, with an easing so the speed is not constant."""
+    T = u.shape[0]
+    torso_px = s["torso"] * s["stature_px"]
+    a = np.linspace(0.0, 1.0, T)[:, None]
+    e = rng.uniform(0.0, 1.0)
+    a = (1 - e) * a + e * (3 * a ** 2 - 2 * a ** 3)
+    ang = rng.uniform(0, 2 * np.pi)
+    shift = rng.uniform(0.0, 0.5) * torso_px
+    zoom = 1.0 + rng.uniform(-0.08, 0.08) * a
+    cx, cy = rng.uniform(0, FRAME_W), rng.uniform(0, FRAME_H)
+    u = cx + (u - cx) * zoom + shift * np.cos(ang) * a
+    v = cy + (v - cy) * zoom + shift * np.sin(ang) * a
+    return u, v
+
+
+_UPPER = [i for i, n in enumerate(OPENPOSE18) if not n.endswith(("hip", "knee", "ankle"))]
+_GROUPS = {"head": ("nose", "r_eye", "l_eye", "r_ear", "l_ear"), "r_arm": ("r_elbow", "r_wrist"),
+           "l_arm": ("l_elbow", "l_wrist"), "r_side": ("r_shoulder", "r_elbow", "r_wrist", "r_ear", "r_eye"),
+           "l_side": ("l_shoulder", "l_elbow", "l_wrist", "l_ear", "l_eye"), "arms": ("r_wrist", "l_wrist",
+           "r_elbow", "l_elbow")}
+_SWAPS = {"arms": ("elbow", "wrist"), "upper": ("shoulder", "elbow", "wrist"), "legs": ("knee", "ankle"),
+          "head": ("eye", "ear")}
+
+
+def _detector_artefacts(u, v, present, s: dict, rng: np.random.Generator, fps: float):
+    """What a real pose detector does to a hard, still person (seen from the side, cut by the frame edge,
+    small or blurred): a slow non-rigid wobble of the upper body (up to 0.1 of the stature, < 0.5 Hz) and
+    of single joints (up to 0.02, < 0.4 Hz: far slower than any action), left/right labels swapped for a
+    few frames, a group of joints flickering."""
+    T, J = u.shape
+    t = np.arange(T) / fps
+    st = s["stature_px"]
+    idx = {n: i for i, n in enumerate(OPENPOSE18)}
+
+    def slow(amp, f_max=0.5):
+        return amp * np.sin(2 * np.pi * t * rng.uniform(0.05, f_max) + rng.uniform(0, 2 * np.pi))
+
+    up = np.zeros((T, J), bool)
+    up[:, _UPPER] = True
+    a = rng.uniform(0.0, 0.1) * st
+    u = u + np.where(up, slow(0.4 * a)[:, None], 0.0)
+    v = v + np.where(up, slow(a)[:, None], 0.0)
+    aj = rng.uniform(0.0, 0.02) * st
+    u = u + np.stack([slow(aj, 0.4) for _ in range(J)], -1)
+    v = v + np.stack([slow(aj, 0.4) for _ in range(J)], -1)
+    if rng.random() < 0.5:  # left/right labels swapped for a stretch of frames
+        parts = _SWAPS[list(_SWAPS)[int(rng.integers(len(_SWAPS)))]]
+        n = int(rng.integers(3, max(4, T // 2)))
+        a0 = int(rng.integers(0, max(1, T - n)))
+        for part in parts:
+            li, ri = idx[f"l_{part}"], idx[f"r_{part}"]
+            for arr in (u, v, present):
+                arr[a0:a0 + n, [li, ri]] = arr[a0:a0 + n, [ri, li]]
+    if rng.random() < 0.6:  # a group of joints flickers (low detector confidence)
+        g = _GROUPS[list(_GROUPS)[int(rng.integers(len(_GROUPS)))]]
+        cols = [idx[n] for n in g]
+        present[:, cols] &= rng.random((T, len(cols))) >= rng.uniform(0.3, 0.9)
+    return u, v, present
+
+
+def _negative_segment(kind: str, rng: np.random.Generator, n: int) -> tuple[list, float]:
+    """Segments and time scale of one negative window of ``kind`` (see NEGATIVE_KINDS)."""
+    if kind == "idle":
+        return [(IDLE, n)], 1.0
+    if kind == "frozen_action":  # a random phase of an action held still (or moving at < 6 % of its tempo)
+        ts = 0.0 if rng.random() < 0.5 else float(rng.uniform(0.0, MAX_FROZEN_TIME_SCALE))
+        return [(int(rng.integers(len(CLASSES))), n)], ts
+    one_arm = [p for p in STILL_POSES if not p.endswith("_2")]
+    if rng.random() < 0.45:
+        left = right = STILL_POSES[int(rng.integers(len(STILL_POSES)))]
+    else:
+        left, right = (one_arm[int(rng.integers(len(one_arm)))] for _ in range(2))
+    if kind == "still_pose":
+        return [(f"pose:{left}:{right}", n)], 1.0
+    if kind == "slow_move":
+        return [(f"{SLOW_MOVES[int(rng.integers(len(SLOW_MOVES)))]}:{left}:{right}", n)], 1.0
+    raise ValueError(f"kind must be one of {NEGATIVE_KINDS}")
+
+
+def generate_negatives(n: int, split: str = "train", seed: int = 0, window: int = WINDOW,
+                       p_drift: float = 0.8, p_hard: float = 0.4, mix=NEGATIVE_MIX) -> tuple[np.ndarray, list[str]]:
+    """``n`` windows with no action (N, window, 18, 2) pixels and their kinds (NEGATIVE_KINDS): idle
+    stance, frozen/near-frozen action frames, everyday still poses, slow non-action movement; most
+    with a slow camera pan/zoom (``p_drift``); a share ``p_hard`` with a real detector's errors on a hard
+    person (seen from the side, cut by the frame edge, wobbling/flickering/swapped joints)."""
+    rng = np.random.default_rng(seed)
+    mix = np.asarray(mix, np.float64) / np.sum(mix)
+    xs, kinds = [], []
+    for _ in range(int(n)):
+        kind = NEGATIVE_KINDS[int(rng.choice(len(NEGATIVE_KINDS), p=mix))]
+        segs, ts = _negative_segment(kind, rng, window)
+        subj = sample_subject(rng, split)
+        hard = bool(rng.random() < p_hard)
+        if hard and rng.random() < 0.4:  # seen from the side
+            subj["yaw_deg"] = float(rng.choice([-1.0, 1.0]) * rng.uniform(35.0, 85.0))
+        if hard and rng.random() < 0.4:  # cut by the left or right edge of the frame
+            subj["center_x"] = float(rng.uniform(-0.03, 0.08) if rng.random() < 0.5 else rng.uniform(0.92, 1.03))
+        xs.append(render(segs, rng, subject=subj, time_scale=ts, camera_drift=bool(rng.random() < p_drift),
+                         artefacts=hard))
+        kinds.append(kind)
+    x = np.stack(xs) if xs else np.zeros((0, window, len(OPENPOSE18), 2), np.float32)
+    return x, kinds
+
+
 def generate_windows(n_per_class: int, split: str = "train", seed: int = 0, window: int = WINDOW,
-                     p_transition: float = 0.3, classes=range(len(CLASSES))) -> tuple[np.ndarray, np.ndarray]:
+                     p_transition: float = 0.3, classes=range(len(CLASSES)), p_drift: float = 0.3,
+                     p_artefacts: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Independent labelled windows: x (N, window, 18, 2) pixels, y (N,) 0-based labels.
 
-    With probability ``p_transition`` a window starts or ends with 2..8 idle/transition frames.
+    With probability ``p_transition`` a window starts or ends with 2..8 idle/transition frames; with
+    probability ``p_drift`` the camera pans/zooms slowly (so camera motion alone never means "idle"); with
+    probability ``p_artefacts`` the detector errors of the hard negatives are added too (training only, so
+    those errors alone never mean "no action").
     """
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -369,7 +600,9 @@ def generate_windows(n_per_class: int, split: str = "train", seed: int = 0, wind
                 segs = [(IDLE, k), (c, window - k)] if rng.random() < 0.5 else [(c, window - k), (IDLE, k)]
             else:
                 segs = [(c, window)]
-            xs.append(render(segs, rng, split=split))
+            drift = bool(rng.random() < p_drift)
+            art = bool(p_artefacts > 0 and rng.random() < p_artefacts)
+            xs.append(render(segs, rng, split=split, camera_drift=drift, artefacts=art))
             ys.append(c)
     x = np.stack(xs)
     y = np.asarray(ys, np.int64)

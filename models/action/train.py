@@ -31,8 +31,16 @@ from .features import MAX_GAP, window_features
 
 MODEL_LAYOUT = "openpose17"
 NAME = "gru_har"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 MIN_KEYPOINT_CONF = 0.3
+# share of synthetic training action windows given the detector errors of the hard negatives
+P_ARTEFACTS_TRAIN = 0.2
+# no-action training windows: this many per training window per class (about 1 in 5 training windows)
+NEGATIVES_PER_TRAIN_WINDOW_PER_CLASS = 1.5
+
+
+def n_negatives_train(n_train: int) -> int:
+    return max(6, int(round(NEGATIVES_PER_TRAIN_WINDOW_PER_CLASS * n_train)))
 
 
 def set_seeds(seed: int) -> None:
@@ -106,7 +114,8 @@ def load_data(data_dir=None, synthetic: bool = True, n_train: int = 1000, n_val:
               seed: int = 0) -> dict:
     """Splits of OpenPose-18 pixel windows: train, val (train distribution), heldout_val (held-out
     generator ranges, used to choose the normalization), test (held-out ranges, reported), and
-    idle windows for threshold calibration."""
+    no-action windows (synth.generate_negatives): idle_train (trained toward the uniform distribution),
+    idle (threshold calibration) and idle_test (held-out ranges, rejection reported)."""
     if data_dir is not None:
         tr = load_split(data_dir, "train")
         te = load_split(data_dir, "test")
@@ -114,16 +123,18 @@ def load_data(data_dir=None, synthetic: bool = True, n_train: int = 1000, n_val:
         return {"source": f"RNN-HAR-2D-Pose files in {data_dir}",
                 "train": (tr.x[fit_idx], tr.y[fit_idx]), "val": (tr.x[val_idx], tr.y[val_idx]),
                 "heldout_val": (tr.x[val_idx], tr.y[val_idx]), "test": (te.x, te.y), "idle": None,
-                "idle_train": None}
+                "idle_train": None, "idle_test": None}
     g = synth.generate_windows
-    idle = np.stack([synth.render([(synth.IDLE, WINDOW)], np.random.default_rng(seed + 100 + i), split="val")
-                     for i in range(max(6, n_val))])
-    idle_train = np.stack([synth.render([(synth.IDLE, WINDOW)], np.random.default_rng(seed + 10 ** 6 + i),
-                                        split="train") for i in range(max(6, n_train // 2))])
+    # no-action windows (idle stance, frozen action frames, still poses, slow movement; see
+    # synth.generate_negatives): training (uniform targets), calibration (val) and a held-out report (test)
+    idle, idle_kinds = synth.generate_negatives(max(6, 2 * n_val), "val", seed + 100)
+    idle_train, _ = synth.generate_negatives(n_negatives_train(n_train), "train", seed + 10 ** 6)
+    idle_test, idle_test_kinds = synth.generate_negatives(max(6, n_test), "test", seed + 200)
     return {
-        "idle_train": idle_train,
+        "idle_train": idle_train, "idle_kinds": idle_kinds,
+        "idle_test": idle_test, "idle_test_kinds": idle_test_kinds,
         "source": f"synthetic generator models.action.synth v{synth.GENERATOR_VERSION}",
-        "train": g(n_train, "train", seed),
+        "train": g(n_train, "train", seed, p_artefacts=P_ARTEFACTS_TRAIN),
         "val": g(n_val, "val", seed + 1),
         "heldout_val": g(n_val, "test", seed + 2),
         "test": g(n_test, "test", seed + 3),
@@ -249,6 +260,8 @@ def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train
         d["train_flip"] = featurize(x_tr, norm, flip=True)
         if data["idle"] is not None:
             d["idle"] = featurize(data["idle"], norm)
+        if data.get("idle_test") is not None:
+            d["idle_test"] = featurize(data["idle_test"], norm)
         if data["idle_train"] is not None:  # idle windows join training with uniform targets
             d["train"] = np.concatenate([d["train"], featurize(data["idle_train"], norm)])
             d["train_flip"] = np.concatenate([d["train_flip"], featurize(data["idle_train"], norm, flip=True)])
@@ -330,6 +343,13 @@ def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train
     cal["test_coverage"] = float(acc_mask.mean())
     cal["test_accuracy_accepted"] = float((test_int8.argmax(1) == data["test"][1])[acc_mask].mean()) \
         if acc_mask.any() else 0.0
+    if "idle_test" in f:  # no-action windows from the held-out ranges: share rejected, overall and per kind
+        rej = onnx_probs(int8_path, f["idle_test"]).max(1) < cal["threshold"]
+        kinds = np.asarray(data["idle_test_kinds"])
+        cal["test_idle_rejected"] = float(rej.mean())
+        cal["test_idle_rejected_by_kind"] = {k: float(rej[kinds == k].mean()) for k in synth.NEGATIVE_KINDS
+                                             if (kinds == k).any()}
+        cal["n_test_idle"] = int(len(rej))
 
     t_total = time.time() - t_start
     regenerate = ("python -m models train --synthetic --seed {s} --out {o}".format(s=seed, o=out_dir)
@@ -349,7 +369,11 @@ def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train
         "hyperparameters": {"epochs": epochs, "finetune_epochs": finetune_epochs, "lr": lr, "batch": 64,
                             "dropout": 0.2, "optimizer": "Adam, one-cycle LR",
                             "augmentation": "horizontal flip with left/right joint swap (p=0.5), feature noise",
-                            "idle_windows": "idle windows trained toward the uniform distribution",
+                            "idle_windows": "no-action windows (synth.generate_negatives: idle stance, frozen and "
+                                            "near-frozen action frames, everyday still poses, slow non-action "
+                                            "movement, mostly with a slow camera pan/zoom) trained toward the "
+                                            "uniform distribution; the same detector errors on "
+                                            f"{P_ARTEFACTS_TRAIN:.0%} of the training action windows",
                             "max_steps": max_steps},
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "threads": threads, "machine": platform.machine()},
@@ -383,6 +407,10 @@ def make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, var
             "kind": "synthetic",
             "generator": "models.action.synth", "generator_version": synth.GENERATOR_VERSION, "seed": seed,
             "windows_per_class": {"train": n_train, "val": n_val, "heldout_val": n_val, "test": n_test},
+            "no_action_windows": {"train": n_negatives_train(n_train), "calibration": max(6, 2 * n_val),
+                                  "test": max(6, n_test), "kinds": list(synth.NEGATIVE_KINDS),
+                                  "mix": list(synth.NEGATIVE_MIX), "still_poses": list(synth.STILL_POSES),
+                                  "slow_moves": list(synth.SLOW_MOVES)},
             "train_parameter_ranges": synth.SPLIT_PARAMS["train"],
             "heldout_parameter_ranges": synth.SPLIT_PARAMS["test"],
             "note": "test = windows drawn from held-out generator ranges (body proportions, camera "
@@ -421,8 +449,9 @@ def make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, var
                         "activations uint8 dynamic",
         "uncertain_threshold": cal["threshold"],
         "calibration": dict(cal, method=(
-            "int8 model on validation windows (training ranges + held-out-range validation split) plus pure "
-            "idle windows counted as errors; threshold = lowest confidence in [0.50, 0.99] (step 0.01) at "
+            "int8 model on validation windows (training ranges + held-out-range validation split) plus "
+            "no-action windows (idle stance, frozen action frames, still poses, slow movement) counted as errors; "
+            "threshold = lowest confidence in [0.50, 0.99] (step 0.01) at "
             f"which accepted windows are >= {cal['target_precision']:.0%} correct")),
         "training_data": training_data,
         "metrics": {
