@@ -293,6 +293,25 @@ def hand_over(settings: Settings, task_name: str, job_id: str) -> None:
         log.exception("could not enqueue %s for job %s; the sweep will retry", task_name, job_id)
 
 
+def run_claimed(settings: Settings, claim: Claim, body, next_task: str | None = None) -> bool:
+    """Run the body of a claimed stage and hand the job over to ``next_task``.
+
+    ``body()`` returns True once the stage's results and the job's next state are committed, False when
+    the job was taken over, finished or deleted meanwhile. An error fails the job with a readable reason,
+    except a lost database/broker connection, which propagates so the Celery task retries (run_stage)."""
+    try:
+        if not body():
+            return False
+    except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
+        if transient(exc):
+            raise
+        fail(settings, claim.job_id, claim.stage, exc, claim.task_id)
+        return False
+    if next_task:
+        hand_over(settings, next_task, claim.job_id)
+    return True
+
+
 TRANSIENT_RETRIES = 5
 
 

@@ -28,57 +28,56 @@ def run_classify(settings: Settings, job_id: str, task_id: str | None) -> bool:
     claim = runtime.claim(settings, job_id, "classify", task_id)
     if claim is None:
         return False
-    try:
-        from models.action.timeline import classify_extraction
-        from models.tracks import PoseExtraction
+    return runtime.run_claimed(settings, claim, lambda: _classify(settings, claim), REPORT_TASK)
 
-        with session_scope(settings) as s:
-            job = runtime.get_job(s, job_id)
-            params = runtime.job_params(job, settings)
-            pose = s.get(PoseData, job_id)
-            if pose is None:
-                raise runtime.JobError("The pose data of this job is missing; the pose stage did not finish.")
-            data = pose.data
-        with runtime.Heartbeat(settings, claim):
-            extraction = PoseExtraction.from_bytes(data)
-            classifier = get_classifier()
-            result = classify_extraction(extraction, classifier, stride=params["stride"])
 
-        with session_scope(settings) as s:
-            job = lock_job(s, job_id)
-            if job is None or job.task_id != claim.task_id or job.status != CLASSIFYING:
-                runtime.log.warning("classify: job %s was taken over or finished meanwhile", job_id)
-                return False
-            s.execute(delete(Segment).where(Segment.job_id == job_id))
-            s.execute(delete(Prediction).where(Prediction.job_id == job_id))
-            classes = list(result.get("classes") or classifier.classes)
-            for p in result.get("persons") or []:
-                probs = p.get("probabilities") or {}
-                if isinstance(probs, list):
-                    probs = dict(zip(classes, probs))
-                s.add(Prediction(job_id=job_id, track_id=int(p["track_id"]), label=str(p["label"])[:32],
-                                 confidence=float(p["confidence"]), start_s=float(p["start_s"]),
-                                 end_s=float(p["end_s"]), frames=int(p["frames"]),
-                                 probabilities={k: float(v) for k, v in probs.items()}))
-                for seg in p.get("segments") or []:
-                    s.add(Segment(job_id=job_id, track_id=int(p["track_id"]), label=str(seg["label"])[:32],
-                                  start_s=float(seg["start_s"]), end_s=float(seg["end_s"]),
-                                  confidence=float(seg["confidence"])))
-            label, confidence = overall(result)
-            timings = dict(job.timings or {})
-            timings["classify_s"] = runtime.stage_elapsed(claim)
-            n = len(result.get("persons") or [])
-            set_status(s, job, REPORTING, f"{n} person(s) classified; waiting for the report",
-                       result=result, overall_label=label,
-                       overall_confidence=None if confidence is None else float(confidence),
-                       persons=n, action_model=f"{classifier.name} {classifier.version}"[:128],
-                       timings=timings, task_id=None, worker=None, attempts=0)
-    except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
-        if runtime.transient(exc):
-            raise  # the Celery task retries it (runtime.run_stage)
-        runtime.fail(settings, job_id, "classify", exc, claim.task_id)
-        return False
-    runtime.hand_over(settings, REPORT_TASK, job_id)
+def _classify(settings: Settings, claim: runtime.Claim) -> bool:
+    """Tracks → timeline; commits Prediction + Segment rows, the result and the move to reporting."""
+    job_id = claim.job_id
+    from models.action.timeline import classify_extraction
+    from models.tracks import PoseExtraction
+
+    with session_scope(settings) as s:
+        job = runtime.get_job(s, job_id)
+        params = runtime.job_params(job, settings)
+        pose = s.get(PoseData, job_id)
+        if pose is None:
+            raise runtime.JobError("The pose data of this job is missing; the pose stage did not finish.")
+        data = pose.data
+    with runtime.Heartbeat(settings, claim):
+        extraction = PoseExtraction.from_bytes(data)
+        classifier = get_classifier()
+        result = classify_extraction(extraction, classifier, stride=params["stride"])
+
+    with session_scope(settings) as s:
+        job = lock_job(s, job_id)
+        if job is None or job.task_id != claim.task_id or job.status != CLASSIFYING:
+            runtime.log.warning("classify: job %s was taken over or finished meanwhile", job_id)
+            return False
+        s.execute(delete(Segment).where(Segment.job_id == job_id))
+        s.execute(delete(Prediction).where(Prediction.job_id == job_id))
+        classes = list(result.get("classes") or classifier.classes)
+        for p in result.get("persons") or []:
+            probs = p.get("probabilities") or {}
+            if isinstance(probs, list):
+                probs = dict(zip(classes, probs))
+            s.add(Prediction(job_id=job_id, track_id=int(p["track_id"]), label=str(p["label"])[:32],
+                             confidence=float(p["confidence"]), start_s=float(p["start_s"]),
+                             end_s=float(p["end_s"]), frames=int(p["frames"]),
+                             probabilities={k: float(v) for k, v in probs.items()}))
+            for seg in p.get("segments") or []:
+                s.add(Segment(job_id=job_id, track_id=int(p["track_id"]), label=str(seg["label"])[:32],
+                              start_s=float(seg["start_s"]), end_s=float(seg["end_s"]),
+                              confidence=float(seg["confidence"])))
+        label, confidence = overall(result)
+        timings = dict(job.timings or {})
+        timings["classify_s"] = runtime.stage_elapsed(claim)
+        n = len(result.get("persons") or [])
+        set_status(s, job, REPORTING, f"{n} person(s) classified; waiting for the report",
+                   result=result, overall_label=label,
+                   overall_confidence=None if confidence is None else float(confidence),
+                   persons=n, action_model=f"{classifier.name} {classifier.version}"[:128],
+                   timings=timings, task_id=None, worker=None, attempts=0)
     return True
 
 

@@ -40,57 +40,55 @@ def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
     claim = runtime.claim(settings, job_id, "pose", task_id)
     if claim is None:
         return False
-    try:
-        with session_scope(settings) as s:
-            job = runtime.get_job(s, job_id)
-            video_rel = job.video.path
-            params = runtime.job_params(job, settings)
-        storage = runtime.storage(settings)
-        video_path = storage.path(video_rel)
-        if not video_path.is_file():
-            raise runtime.JobError("The uploaded video file is missing from storage, so it cannot be processed.")
+    return runtime.run_claimed(settings, claim, lambda: _extract(settings, claim), CLASSIFY_TASK)
 
-        from models.pose.extract import extract_tracks
 
-        with runtime.Heartbeat(settings, claim):
-            estimator = get_pose_estimator(settings, params["imgsz"])
-            target_fps = params["sample_fps"] or float(get_classifier().fps)
-            t0 = time.monotonic()
-            extraction = extract_tracks(str(video_path), estimator, target_fps=target_fps,
-                                        batch_size=params["batch"], progress=_Progress(settings, claim))
-            extract_s = time.monotonic() - t0
-        data = extraction.to_bytes()
+def _extract(settings: Settings, claim: runtime.Claim) -> bool:
+    """Video → tracks; commits PoseData + Track rows and the move to classifying (False: taken over)."""
+    job_id = claim.job_id
+    with session_scope(settings) as s:
+        job = runtime.get_job(s, job_id)
+        video_rel = job.video.path
+        params = runtime.job_params(job, settings)
+    storage = runtime.storage(settings)
+    video_path = storage.path(video_rel)
+    if not video_path.is_file():
+        raise runtime.JobError("The uploaded video file is missing from storage, so it cannot be processed.")
 
-        with session_scope(settings) as s:
-            job = lock_job(s, job_id)
-            if job is None or job.task_id != claim.task_id or job.status != "extracting":
-                runtime.log.warning("pose: job %s was taken over or finished meanwhile; result dropped", job_id)
-                return False
-            s.execute(delete(Track).where(Track.job_id == job_id))
-            s.execute(delete(PoseData).where(PoseData.job_id == job_id))
-            s.add(PoseData(job_id=job_id, sampled_fps=float(extraction.sampled_fps),
-                           frames_sampled=int(extraction.n_frames), data=data))
-            for t in extraction.tracks:
-                if len(t) == 0:
-                    continue
-                s.add(Track(job_id=job_id, track_id=int(t.track_id), start_s=float(t.times[0]),
-                            end_s=float(t.times[-1]), frames=len(t), mean_score=float(t.scores.mean())))
-            timings = dict(job.timings or {})
-            timings["pose_s"] = runtime.stage_elapsed(claim)
-            timings["pose_extract_s"] = round(extract_s, 3)
-            name = getattr(estimator, "name", "pose")
-            version = getattr(estimator, "version", "")
-            set_status(s, job, CLASSIFYING, f"{len(extraction.tracks)} track(s) found; waiting to classify",
-                       frames_done=int(extraction.n_frames), frames_total=int(extraction.n_frames),
-                       pose_model=f"{name} {version}".strip()[:128], timings=timings,
-                       task_id=None, worker=None, attempts=0)
-    except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
-        if runtime.transient(exc):
-            raise  # the Celery task retries it (runtime.run_stage)
-        runtime.fail(settings, job_id, "pose", exc, claim.task_id)
-        return False
-    # committed: now hand over to the classify stage
-    runtime.hand_over(settings, CLASSIFY_TASK, job_id)
+    from models.pose.extract import extract_tracks
+
+    with runtime.Heartbeat(settings, claim):
+        estimator = get_pose_estimator(settings, params["imgsz"])
+        target_fps = params["sample_fps"] or float(get_classifier().fps)
+        t0 = time.monotonic()
+        extraction = extract_tracks(str(video_path), estimator, target_fps=target_fps,
+                                    batch_size=params["batch"], progress=_Progress(settings, claim))
+        extract_s = time.monotonic() - t0
+    data = extraction.to_bytes()
+
+    with session_scope(settings) as s:
+        job = lock_job(s, job_id)
+        if job is None or job.task_id != claim.task_id or job.status != "extracting":
+            runtime.log.warning("pose: job %s was taken over or finished meanwhile; result dropped", job_id)
+            return False
+        s.execute(delete(Track).where(Track.job_id == job_id))
+        s.execute(delete(PoseData).where(PoseData.job_id == job_id))
+        s.add(PoseData(job_id=job_id, sampled_fps=float(extraction.sampled_fps),
+                       frames_sampled=int(extraction.n_frames), data=data))
+        for t in extraction.tracks:
+            if len(t) == 0:
+                continue
+            s.add(Track(job_id=job_id, track_id=int(t.track_id), start_s=float(t.times[0]),
+                        end_s=float(t.times[-1]), frames=len(t), mean_score=float(t.scores.mean())))
+        timings = dict(job.timings or {})
+        timings["pose_s"] = runtime.stage_elapsed(claim)
+        timings["pose_extract_s"] = round(extract_s, 3)
+        name = getattr(estimator, "name", "pose")
+        version = getattr(estimator, "version", "")
+        set_status(s, job, CLASSIFYING, f"{len(extraction.tracks)} track(s) found; waiting to classify",
+                   frames_done=int(extraction.n_frames), frames_total=int(extraction.n_frames),
+                   pose_model=f"{name} {version}".strip()[:128], timings=timings,
+                   task_id=None, worker=None, attempts=0)
     return True
 
 
