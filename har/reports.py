@@ -268,34 +268,26 @@ def _f(value, digits: int) -> str:
 
 def report_rows(job) -> list[dict[str, str]]:
     """The CSV rows as dictionaries keyed by :data:`CSV_COLUMNS` (strings, as written)."""
-    rows = []
-    for person in (job.result or {}).get("persons") or []:
-        tid = person.get("track_id")
-        start, end = person.get("start_s"), person.get("end_s")
-        rows.append({
+    def row(track_id, row_type: str, item: dict, frames) -> dict:
+        start, end = item.get("start_s"), item.get("end_s")
+        return {
             "job_id": job.id,
-            "track_id": str(tid),
-            "row_type": "person",
-            "label": person.get("label") or "",
+            "track_id": str(track_id),
+            "row_type": row_type,
+            "label": item.get("label") or "",
             "start_s": _f(start, 3),
             "end_s": _f(end, 3),
             "duration_s": _f(None if start is None or end is None else float(end) - float(start), 3),
-            "confidence": _f(person.get("confidence"), 4),
-            "frames": "" if person.get("frames") is None else str(int(person["frames"])),
-        })
+            "confidence": _f(item.get("confidence"), 4),
+            "frames": "" if frames is None else str(int(frames)),
+        }
+
+    rows = []
+    for person in (job.result or {}).get("persons") or []:
+        tid = person.get("track_id")
+        rows.append(row(tid, "person", person, person.get("frames")))
         for seg in sorted(person.get("segments") or [], key=lambda s: float(s.get("start_s") or 0.0)):
-            s, e = seg.get("start_s"), seg.get("end_s")
-            rows.append({
-                "job_id": job.id,
-                "track_id": str(tid),
-                "row_type": "segment",
-                "label": seg.get("label") or "",
-                "start_s": _f(s, 3),
-                "end_s": _f(e, 3),
-                "duration_s": _f(None if s is None or e is None else float(e) - float(s), 3),
-                "confidence": _f(seg.get("confidence"), 4),
-                "frames": "",
-            })
+            rows.append(row(tid, "segment", seg, None))
     return rows
 
 
