@@ -51,11 +51,14 @@ class Settings:
     task_always_eager: bool = False
     # recovery: a stage is started at most max_attempts times; a running stage beats every heartbeat_s
     # and counts as dead after stale_after_s of silence; a job waiting in a queue longer than
-    # requeue_after_s is enqueued again; every worker sweeps for such jobs every sweep_interval_s
+    # requeue_after_s is enqueued again; a job whose message never reached the broker (the web app or
+    # a worker stopped between committing the job and publishing its task, or the publish failed) is
+    # enqueued again after unsent_after_s; every worker sweeps for such jobs every sweep_interval_s
     max_attempts: int = 3
     heartbeat_s: float = 10.0
     stale_after_s: float = 120.0
     requeue_after_s: float = 1800.0
+    unsent_after_s: float = 60.0
     sweep_interval_s: float = 60.0
     jobs_per_page: int = 20
 

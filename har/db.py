@@ -93,6 +93,11 @@ class Job(Base):
     task_id: Mapped[str | None] = mapped_column(String(64))
     worker: Mapped[str | None] = mapped_column(String(128))  # "host:pid" of the process running the stage
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the message of the stage the job waits for was handed to the broker (None: not yet, or lost
+    # on the way: the sweep sends it again after a short grace), and when the current attempt of the
+    # running stage started (the ETA counts from it, not from the first attempt).
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stage_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -140,7 +140,8 @@ def set_status(session: Session, job: Job, status: str, message: str | None = No
     """Move ``job`` to ``status`` and record a :class:`JobEvent`; set any other Job ``fields`` too.
 
     Returns True when the state changed, False when ``status`` is already the current state (then only
-    ``fields`` and ``message`` (as ``stage``) are updated and no event is written).
+    ``fields`` and ``message`` (as ``stage``) are updated and no event is written). A change of state
+    clears ``enqueued_at`` (unless given): the message the job waits for now is not published yet.
     Raises :class:`TransitionError` for a transition the lifecycle forbids.
     """
     old = job.status
@@ -158,6 +159,8 @@ def set_status(session: Session, job: Job, status: str, message: str | None = No
         session.flush()
         return False
     job.status = status
+    if "enqueued_at" not in fields:  # the new state's message (if any) is not published yet
+        job.enqueued_at = None
     if status == EXTRACTING and job.started_at is None:
         job.started_at = now
     if status in TERMINAL_STATES:
@@ -173,6 +176,21 @@ def set_status(session: Session, job: Job, status: str, message: str | None = No
     session.add(JobEvent(job_id=job.id, status=status, message=message, at=now))
     session.flush()
     return True
+
+
+def mark_enqueued(session: Session, job_id: str, waiting_states: tuple[str, ...], at: datetime | None = None) -> bool:
+    """Record that the message of the stage ``job_id`` waits for was just published to the broker.
+
+    Only while the job still waits for that stage (its state is one of ``waiting_states`` and no worker
+    holds it); a job that a worker already took, moved on or ended is left as it is. ``updated_at`` is
+    not touched (bookkeeping, not a change a user sees). True when the job was marked."""
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(waiting_states), (Job.task_id.is_(None)) | (Job.worker.is_(None)))
+        .values(enqueued_at=at or utcnow(), updated_at=Job.updated_at),
+        execution_options={"synchronize_session": False},
+    )
+    return bool(res.rowcount)
 
 
 def fail_job(session: Session, job: Job, reason: str) -> bool:

@@ -169,6 +169,37 @@ def test_lock_job_holds_other_writers_off_until_commit_on_sqlite(sqlite_db):
 
 
 # ------------------------------------------------------------------------------- migrations
+def check_0002_down_and_up(url):
+    """0002 adds jobs.enqueued_at and jobs.stage_started_at; its downgrade removes them and keeps the rows."""
+    from sqlalchemy import text
+
+    def job_columns():
+        engine = get_engine(url)
+        engine.dispose()  # fresh metadata after the batch table rebuild (SQLite)
+        return {c["name"] for c in inspect(engine).get_columns("jobs")}
+
+    new = {"enqueued_at", "stage_started_at"}
+    with get_engine(url).begin() as conn:
+        conn.execute(text("INSERT INTO videos (id, path, original_filename, sha256, size_bytes, container, "
+                          "duration_s, fps, frame_count, width, height, rotation_deg, created_at) VALUES ('v', "
+                          "'p', 'x.mp4', 's', 1, 'mp4', 1, 30, 30, 2, 2, 0, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO jobs (id, video_id, status, frames_done, frames_total, params, timings, "
+                          "attempts, created_at, updated_at, enqueued_at) VALUES ('j', 'v', 'queued', 0, 30, "
+                          "'{}', '{}', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    assert new <= job_columns()
+    downgrade_database(url, "0001")
+    assert current_revision(url) == "0001" and not new & job_columns()
+    upgrade_database(url)
+    assert current_revision(url) == head_revision() and new <= job_columns()
+    with get_engine(url).begin() as conn:  # the job survived both ways; a job waiting in a queue counts as
+        # published when it was last changed (it keeps the long requeue wait, no burst after an upgrade)
+        status, enqueued_at, updated_at = conn.execute(
+            text("SELECT status, enqueued_at, updated_at FROM jobs WHERE id = 'j'")).one()
+        assert status == "queued" and enqueued_at is not None and enqueued_at == updated_at
+        conn.execute(text("DELETE FROM jobs"))
+        conn.execute(text("DELETE FROM videos"))
+
+
 def test_migrations_upgrade_downgrade_sqlite(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -183,6 +214,7 @@ def test_migrations_upgrade_downgrade_sqlite(tmp_path):
     with engine.connect() as conn:  # the migrations create exactly the models' schema
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
+    check_0002_down_and_up(url)
     downgrade_database(url, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     assert current_revision(url) is None
@@ -356,6 +388,142 @@ def test_sweep_requeues_lost_stages_and_fails_exhausted_ones(sqlite_db):
     assert sweep(sqlite_db, now=now + timedelta(seconds=1), enqueue=False) == []
 
 
+@pytest.fixture
+def broker(sqlite_db, monkeypatch):
+    """The broker's publish, recorded (``ok`` False: the broker is unreachable); everything else is real."""
+    import dataclasses
+
+    from worker.celery_app import celery_app
+
+    settings = dataclasses.replace(sqlite_db, redis_url=celery_app.conf.broker_url)
+    state = {"ok": True, "sent": []}
+
+    def send_task(name, args=None, **kwargs):
+        if not state["ok"]:
+            raise ConnectionError("broker unreachable")
+        state["sent"].append((name, args[0]))
+
+    monkeypatch.setattr(celery_app, "send_task", send_task)
+    return settings, state
+
+
+def test_publishing_a_stage_records_it_on_the_waiting_job(broker):
+    """send_stage (the web app's first task, the workers' hand-overs, the sweep) records when the message
+    of the stage a job waits for reached the broker; a failed publish records nothing, a state change or
+    a claim clears it."""
+    from har.database import session_scope
+    from worker import runtime
+    from worker.celery_app import CLASSIFY_TASK, POSE_TASK, enqueue_job
+
+    settings, state = broker
+    job_id = new_job(settings)
+    state["ok"] = False
+    assert runtime.hand_over(settings, POSE_TASK, job_id) is False
+    assert job_row(settings, job_id).enqueued_at is None
+    state["ok"] = True
+    before = job_row(settings, job_id).updated_at
+    enqueue_job(job_id, settings)
+    job = job_row(settings, job_id)
+    assert state["sent"] == [(POSE_TASK, job_id)]
+    assert job.enqueued_at is not None and abs(as_utc(job.enqueued_at) - utcnow()) < timedelta(seconds=30)
+    assert job.updated_at == before  # bookkeeping, not a change of the job
+    claim = runtime.claim(settings, job_id, "pose", "pose-1")
+    assert claim is not None and job_row(settings, job_id).enqueued_at is None  # taken by a worker
+    runtime.hand_over(settings, POSE_TASK, job_id)  # a late duplicate publish while a worker holds it
+    assert job_row(settings, job_id).enqueued_at is None
+    with session_scope(settings) as s:  # the stage ends: the job waits for its classify message
+        set_status(s, lock_job(s, job_id), CLASSIFYING, "waiting to classify", task_id=None, worker=None)
+    assert job_row(settings, job_id).enqueued_at is None
+    assert runtime.hand_over(settings, CLASSIFY_TASK, job_id) is True
+    assert job_row(settings, job_id).enqueued_at is not None
+    with session_scope(settings) as s:
+        set_status(s, lock_job(s, job_id), FAILED, "boom")
+    assert job_row(settings, job_id).enqueued_at is None
+
+
+def test_a_job_whose_message_never_reached_the_broker_is_enqueued_after_a_short_grace(broker):
+    """The web app (or a worker handing over) died between committing the job and publishing its task, or
+    the publish failed: the sweep sends the task after ``unsent_after_s``, not ``requeue_after_s``. A job
+    whose message was published keeps the long wait (it may only be behind others in the queue)."""
+    from har.database import session_scope
+    from worker import runtime
+    from worker.celery_app import CLASSIFY_TASK, POSE_TASK
+    from worker.sweep import sweep
+
+    settings, state = broker
+    assert settings.unsent_after_s < settings.requeue_after_s
+    now = utcnow()
+    lost, published, lost_hand_over, fresh = (new_job(settings) for _ in range(4))
+    for job_id in (published, fresh):
+        assert runtime.hand_over(settings, POSE_TASK, job_id) is True
+    with session_scope(settings) as s:
+        for job_id in (lost, published, lost_hand_over):
+            job = s.get(Job, job_id)
+            job.created_at = job.updated_at = now - timedelta(seconds=settings.unsent_after_s + 5)
+        s.get(Job, published).enqueued_at = now - timedelta(seconds=settings.unsent_after_s + 5)
+        job = s.get(Job, lost_hand_over)  # pose finished; the classify message was never published
+        set_status(s, job, EXTRACTING, "extracting poses", task_id="pose-1", worker="gone:1", heartbeat_at=now)
+        set_status(s, job, CLASSIFYING, "waiting to classify", task_id=None, worker=None,
+                   heartbeat_at=now - timedelta(seconds=settings.unsent_after_s + 5))
+        job.updated_at = now - timedelta(seconds=settings.unsent_after_s + 5)
+    state["sent"].clear()
+    assert dict(sweep(settings, now=now)) == {lost: "requeued", lost_hand_over: "requeued"}
+    assert sorted(state["sent"]) == sorted([(POSE_TASK, lost), (CLASSIFY_TASK, lost_hand_over)])
+    for job_id in (lost, lost_hand_over):  # now published: the next passes give them the long wait
+        assert job_row(settings, job_id).enqueued_at is not None
+    assert sweep(settings, now=now + timedelta(seconds=settings.unsent_after_s + 5)) == []
+    later = now + timedelta(seconds=settings.requeue_after_s + 60)
+    assert {j for j, _ in sweep(settings, now=later, enqueue=False)} == {lost, published, lost_hand_over, fresh}
+
+    # a sweep whose publish fails leaves the job unsent: the next pass after the short grace tries again
+    with session_scope(settings) as s:
+        s.get(Job, fresh).enqueued_at = None
+        s.get(Job, fresh).heartbeat_at = now
+    state["ok"], state["sent"] = False, []
+    t1 = now + timedelta(seconds=settings.unsent_after_s + 1)
+    assert ("requeued" in dict(sweep(settings, now=t1)).get(fresh, "")) and state["sent"] == []
+    assert job_row(settings, fresh).enqueued_at is None
+    state["ok"] = True
+    assert fresh not in dict(sweep(settings, now=t1 + timedelta(seconds=1)))  # not before the grace is over
+    assert dict(sweep(settings, now=t1 + timedelta(seconds=settings.unsent_after_s + 1))).get(fresh) == "requeued"
+    assert (POSE_TASK, fresh) in state["sent"] and job_row(settings, fresh).enqueued_at is not None
+
+
+def test_eta_of_a_retried_pose_stage_counts_from_the_current_attempt(sqlite_db):
+    """Attempt 1 did 500 of 1000 frames in 10 minutes and died; attempt 2 starts again from frame 0: its
+    progress and ETA are its own, not a mix of the dead attempt's count and the first start time."""
+    from har.database import session_scope
+    from web.serialize import eta_seconds
+    from worker import runtime
+
+    job_id = new_job(sqlite_db)
+    first = runtime.claim(sqlite_db, job_id, "pose", "pose-1")
+    assert first is not None and first.attempt == 1
+    job = job_row(sqlite_db, job_id)
+    assert as_utc(job.stage_started_at) == as_utc(job.started_at)
+    t0 = utcnow() - timedelta(minutes=10)
+    with session_scope(sqlite_db) as s:  # attempt 1 started 10 min ago, did half, and its worker died
+        job = s.get(Job, job_id)
+        job.started_at = job.stage_started_at = t0
+        job.frames_done, job.frames_total = 500, 1000
+        job.worker, job.heartbeat_at = f"{socket.gethostname()}:{dead_pid()}", t0
+    assert eta_seconds(job_row(sqlite_db, job_id), now=t0 + timedelta(minutes=10)) == 600.0  # 10 min × 500/500
+
+    second = runtime.claim(sqlite_db, job_id, "pose", "pose-2")
+    assert second is not None and second.attempt == 2
+    job = job_row(sqlite_db, job_id)
+    assert job.frames_done == 0 and job.frames_total == 1000  # the count starts again; the total is the same
+    assert as_utc(job.started_at) == t0  # the job's start stays the first attempt's
+    start2 = as_utc(job.stage_started_at)
+    assert start2 > t0 + timedelta(minutes=9)
+    assert eta_seconds(job, now=start2 + timedelta(seconds=5)) is None  # no frame done yet: unknown
+    assert runtime.beat(sqlite_db, job_id, "pose-2", frames_done=100, frames_total=1000)
+    job = job_row(sqlite_db, job_id)
+    # 100 frames in 10 s → 900 left take 90 s (from the first start and the dead count it was 54 s or 5490 s)
+    assert eta_seconds(job, now=start2 + timedelta(seconds=10)) == 90.0
+    assert job.progress == pytest.approx(0.85 * 0.1)
+
+
 def test_migrations_upgrade_downgrade_postgres(postgres_url):
     """The same migrations on PostgreSQL, in a database of their own."""
     import psycopg
@@ -374,6 +542,7 @@ def test_migrations_upgrade_downgrade_postgres(postgres_url):
 
     with get_engine(url).connect() as conn:  # the migrations create exactly the models' schema here too
         assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
+    check_0002_down_and_up(url)
     downgrade_database(url, "base")
     assert set(inspect(get_engine(url)).get_table_names()) <= {"alembic_version"}
     upgrade_database(url)

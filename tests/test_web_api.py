@@ -247,6 +247,9 @@ def test_enqueue_to_real_redis(tmp_path, clip, redis_server):
         assert r.status_code == 202, r.json
         assert client_r.llen(settings.pose_queue) == 1
         assert r.json["id"].encode() in client_r.lindex(settings.pose_queue, 0)
+        with session_scope(settings) as s:  # the publish is recorded: the sweep gives it the long wait
+            job = s.get(Job, r.json["id"])
+            assert job.status == QUEUED and job.enqueued_at is not None
         health = client.get("/api/health")
         assert health.status_code == 200
         assert health.json == {"status": "ok", "checks": {"database": {"ok": True}, "redis": {"ok": True}}}

@@ -18,10 +18,11 @@ def _utc(dt: datetime | None) -> datetime | None:
 
 
 def eta_seconds(job: Job, now: datetime | None = None) -> float | None:
-    """Seconds left in pose extraction, from the rate so far; None when unknown or not extracting."""
+    """Seconds left in pose extraction, from the rate of the current attempt so far (a new attempt
+    starts its count of frames again at its own start); None when unknown or not extracting."""
     if job.status != EXTRACTING or not job.frames_total or job.frames_done <= 0:
         return None
-    started = _utc(job.started_at)
+    started = _utc(job.stage_started_at) or _utc(job.started_at)
     if started is None:
         started = next((_utc(e.at) for e in job.events if e.status == EXTRACTING), None)
     if started is None:

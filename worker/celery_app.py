@@ -14,6 +14,7 @@ import logging
 from celery import Celery
 
 from har.config import Settings, load_settings
+from har.db import CLASSIFYING, EXTRACTING, QUEUED, REPORTING
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,19 @@ def get_settings() -> Settings:
     return celery_app.conf.har_settings
 
 
+# stage task -> the job states in which a job waits for that task (extracting: released by the sweep)
+WAITING_STATES = {POSE_TASK: (QUEUED, EXTRACTING), CLASSIFY_TASK: (CLASSIFYING,), REPORT_TASK: (REPORTING,)}
+
+
 def send_stage(task_name: str, job_id: str, settings: Settings | None = None, countdown: float | None = None):
-    """Send one stage's task for ``job_id`` (to its queue, on the settings' broker)."""
+    """Send one stage's task for ``job_id`` (to its queue, on the settings' broker), then record on the
+    job that its message was published (``jobs.enqueued_at``): the one place that publishes a stage, for
+    the web app's first task, the workers' hand-overs and the sweep. A job whose message was never
+    published (the sender died first, or the publish failed) is sent again by the sweep soon
+    (``settings.unsent_after_s``), one whose message is in the queue only after ``settings.requeue_after_s``."""
     settings = settings or get_settings()
     if settings.task_always_eager:
-        # In-process (development/tests without a broker): run the stage now.
+        # In-process (development/tests without a broker): run the stage now (nothing waits in a queue).
         import importlib
 
         for module in TASK_MODULES:
@@ -95,18 +104,38 @@ def send_stage(task_name: str, job_id: str, settings: Settings | None = None, co
     queue = {POSE_TASK: settings.pose_queue, CLASSIFY_TASK: settings.classify_queue,
              REPORT_TASK: settings.report_queue}.get(task_name, settings.classify_queue)
     if settings.redis_url == celery_app.conf.broker_url:
-        return celery_app.send_task(task_name, args=[job_id], queue=queue, countdown=countdown,
-                                    ignore_result=True)
-    with celery_app.connection_for_write(settings.redis_url) as conn:
-        return celery_app.send_task(task_name, args=[job_id], queue=queue, countdown=countdown, ignore_result=True,
-                                    connection=conn)
+        result = celery_app.send_task(task_name, args=[job_id], queue=queue, countdown=countdown,
+                                      ignore_result=True)
+    else:
+        with celery_app.connection_for_write(settings.redis_url) as conn:
+            result = celery_app.send_task(task_name, args=[job_id], queue=queue, countdown=countdown,
+                                          ignore_result=True, connection=conn)
+    if task_name in WAITING_STATES:
+        _record_published(task_name, job_id, settings)
+    return result
+
+
+def _record_published(task_name: str, job_id: str, settings: Settings) -> None:
+    """Set ``jobs.enqueued_at`` after a successful publish. A failure here only costs a harmless
+    duplicate message later (the sweep sees no publish): it is logged, never raised, since the task
+    is on its way."""
+    from har.database import session_scope
+    from har.jobs import mark_enqueued
+
+    try:
+        with session_scope(settings) as s:
+            mark_enqueued(s, job_id, WAITING_STATES[task_name])
+    except Exception:
+        log.warning("job %s: %s sent, but its publish time could not be recorded", job_id, task_name,
+                    exc_info=True)
 
 
 def enqueue_job(job_id: str, settings: Settings | None = None) -> None:
     """Start processing a job that is committed as ``queued``: send the pose task by name.
 
     Raises the broker's error (e.g. ``kombu.exceptions.OperationalError``) when Redis is down; the
-    job stays ``queued`` and the workers' sweep (worker.sweep) enqueues it again later.
+    job stays ``queued`` with no publish recorded, and the workers' sweep (worker.sweep) enqueues it
+    again after ``settings.unsent_after_s`` (the web app fails it first when it sees the error).
     """
     send_stage(POSE_TASK, str(job_id), settings)
     log.info("job %s enqueued", job_id)

@@ -39,6 +39,8 @@ STAGES = {
     "classify": (CLASSIFYING, (CLASSIFYING,)),
     "report": (REPORTING, (REPORTING,)),
 }
+# stages that report frames done / total while they run (started again from 0 by a new attempt)
+PROGRESS_STAGES = ("pose",)
 STAGE_MESSAGES = {"pose": "extracting poses", "classify": "classifying actions", "report": "writing reports"}
 
 
@@ -173,8 +175,12 @@ def _claim(settings: Settings, job_id: str, stage: str, task_id: str | None, res
             log.warning("%s: job %s: attempt %d (the previous run stopped before finishing)", stage, job_id, attempt)
         now = utcnow()
         message = STAGE_MESSAGES[stage] + (f" (attempt {attempt})" if attempt > 1 else "")
+        # The stage's message is taken (enqueued_at), and this attempt starts now: progress and the ETA
+        # count from here, not from an earlier attempt that stopped (its frames are done again).
+        progress = {"frames_done": 0} if attempt > 1 and stage in PROGRESS_STAGES else {}
         set_status(s, job, running_state, message, attempts=attempt, task_id=task_id,
-                   worker=worker_name(), heartbeat_at=now)
+                   worker=worker_name(), heartbeat_at=now, enqueued_at=None, stage_started_at=now,
+                   started_at=job.started_at or now, **progress)
         return Claim(job_id, stage, task_id, attempt, time.time(), time.monotonic())
 
 
@@ -282,15 +288,19 @@ def job_params(job: Job, settings: Settings) -> dict:
     }
 
 
-def hand_over(settings: Settings, task_name: str, job_id: str) -> None:
-    """Enqueue the next stage (its state is already committed). If the broker is unreachable the
-    job is left waiting in that state and the sweep (worker.sweep) enqueues it again later."""
+def hand_over(settings: Settings, task_name: str, job_id: str) -> bool:
+    """Enqueue the next stage (its state is already committed); True when the message was published.
+    If the broker is unreachable the job is left waiting in that state with no publish recorded
+    (``jobs.enqueued_at``), and the sweep (worker.sweep) enqueues it again after
+    ``settings.unsent_after_s``."""
     from worker.celery_app import send_stage
 
     try:
         send_stage(task_name, job_id, settings)
     except Exception:
         log.exception("could not enqueue %s for job %s; the sweep will retry", task_name, job_id)
+        return False
+    return True
 
 
 def run_claimed(settings: Settings, claim: Claim, body, next_task: str | None = None) -> bool:

@@ -7,8 +7,10 @@ message, the web app stopped between committing a job and enqueuing it):
 * a stage *held* by a worker (``jobs.task_id`` set) whose heartbeat stopped for ``settings.stale_after_s``:
   the stage is enqueued again, or the job fails once it used its ``settings.max_attempts`` starts;
 * a job *waiting* for its next stage (``queued``, or ``classifying``/``reporting`` not yet picked up)
-  for ``settings.requeue_after_s``: the stage is enqueued again (a duplicate is harmless: tasks skip jobs that
-  are past their stage or held by a live worker).
+  whose message never reached the broker (no ``jobs.enqueued_at``: the sender died between its commit and
+  the publish, or the publish failed) for ``settings.unsent_after_s``, or whose message was published
+  ``settings.requeue_after_s`` ago (lost with a Redis restart, or a long queue): the stage is enqueued
+  again (a duplicate is harmless: tasks skip jobs that are past their stage or held by a live worker).
 
 It runs in every worker at start-up and then every ``settings.sweep_interval_s`` (one worker at a time, by a
 Redis lock), and by hand with ``python -m worker.sweep``.
@@ -36,12 +38,13 @@ STAGE_NAME = {QUEUED: "pose", EXTRACTING: "pose", CLASSIFYING: "classify", REPOR
 
 def sweep(settings: Settings | None = None, now=None, stale_after_s: float | None = None,
           requeue_after_s: float | None = None, max_attempts: int | None = None,
-          enqueue: bool = True) -> list[tuple[str, str]]:
+          enqueue: bool = True, unsent_after_s: float | None = None) -> list[tuple[str, str]]:
     """One pass; returns ``[(job_id, "requeued" | "failed"), ...]``."""
     settings = settings or load_settings()
     now = now or utcnow()
     stale_after_s = settings.stale_after_s if stale_after_s is None else stale_after_s
     requeue_after_s = settings.requeue_after_s if requeue_after_s is None else requeue_after_s
+    unsent_after_s = settings.unsent_after_s if unsent_after_s is None else unsent_after_s
     max_attempts = settings.max_attempts if max_attempts is None else max_attempts
     actions: list[tuple[str, str]] = []
     to_send: list[tuple[str, str]] = []
@@ -65,16 +68,27 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
                             job_id, stage, job.worker, job.heartbeat_at)
                 job.worker = None  # released: the next start of this stage counts as another attempt
             else:  # waiting for a worker to pick up its stage (or released by an earlier pass)
-                last = as_utc(job.heartbeat_at) or as_utc(job.updated_at) or as_utc(job.created_at)
-                if last is not None and now - last < timedelta(seconds=requeue_after_s):
+                sent = as_utc(job.enqueued_at)
+                if sent is not None:  # its message is in the queue (workers may be busy): the long wait
+                    last, wait, why = sent, requeue_after_s, "its message was sent"
+                else:  # its message never reached the broker: send it after a short grace
+                    last = max((t for t in (as_utc(job.heartbeat_at), as_utc(job.updated_at),
+                                            as_utc(job.created_at)) if t is not None), default=now)
+                    wait, why = unsent_after_s, "its message was never sent"
+                if now - last < timedelta(seconds=wait):
                     continue
-                log.warning("job %s: %s for %s without a worker; enqueued again", job_id, job.status, now - last)
+                log.warning("job %s: %s for %s without a worker (%s); enqueued again", job_id, job.status,
+                            now - last, why)
             job.heartbeat_at = now  # the next pass waits a full period again
+            job.enqueued_at = None  # until the new message is published (worker.celery_app.send_stage)
             to_send.append((STAGE_TASK[job.status], job_id))
             actions.append((job_id, "requeued"))
     if enqueue:
-        for task_name, job_id in to_send:
-            runtime.hand_over(settings, task_name, job_id)
+        for i, (task_name, job_id) in enumerate(to_send):
+            if runtime.hand_over(settings, task_name, job_id) is False:
+                # the broker is unreachable: the rest stay unsent, and the next pass tries them again
+                log.warning("sweep: the broker is unreachable; %d job(s) left for the next pass", len(to_send) - i - 1)
+                break
     return actions
 
 
