@@ -124,6 +124,18 @@ def timing_name(key: str) -> str:
     return key.replace("_", " ")
 
 
+# Stage timings in the order a job goes through them (others follow, alphabetically).
+TIMING_ORDER = ("queue_wait_s", "pose_wait_s", "pose_s", "pose_extract_s", "classify_wait_s", "classify_s",
+                "report_wait_s", "annotate_s", "report_s", "total_s")
+
+
+def timings_in_order(timings: dict | None) -> list[tuple[str, Any]]:
+    """``timings`` as (key, value) pairs in stage order."""
+    timings = timings or {}
+    rank = {k: i for i, k in enumerate(TIMING_ORDER)}
+    return sorted(timings.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+
+
 def format_seconds(value: float | None) -> str:
     """Seconds as m:ss.s (or h:mm:ss for long videos)."""
     if value is None:
@@ -303,6 +315,7 @@ def report_csv(job) -> str:
 # The standalone report page: har/templates/report.html (no external assets).
 _env = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
                    autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=False)
+_env.filters["timings_in_order"] = timings_in_order
 _env.globals.update(
     pct=format_percent, pretty=pretty_label, colour=label_colour, secs=format_seconds, bytes=format_bytes,
     timing=timing_name,

@@ -192,3 +192,13 @@ def test_render_reports_writes_files(tmp_path):
 def test_render_report_unknown_kind():
     with pytest.raises(ValueError):
         reports.render_report(make_job(sample_result()), "pdf")
+
+
+def test_timings_are_listed_in_stage_order():
+    from har.reports import timings_in_order
+
+    t = {"total_s": 9.0, "classify_s": 0.1, "zzz_s": 1.0, "pose_s": 4.0, "queue_wait_s": 0.2, "report_s": 2.0,
+         "annotate_s": 1.9, "aaa_s": 3.0}
+    assert [k for k, _ in timings_in_order(t)] == [
+        "queue_wait_s", "pose_s", "classify_s", "annotate_s", "report_s", "total_s", "aaa_s", "zzz_s"]
+    assert timings_in_order(None) == []

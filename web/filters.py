@@ -39,6 +39,7 @@ def register_filters(app) -> None:
         text_colour=reports.text_colour_on,
         secs=reports.format_seconds,
         timing=reports.timing_name,
+        timings_in_order=reports.timings_in_order,
         filesize=reports.format_bytes,
         dt=format_datetime,
         iso=iso,
