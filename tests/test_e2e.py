@@ -90,7 +90,7 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
 
     # report.csv: one person row per prediction, one segment row per segment
     resp = client.get(f"/api/jobs/{job_id}/report.csv")
-    assert resp.status_code == 200
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "text/csv; charset=utf-8"
     table = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True))))
     person_rows = {int(r["track_id"]): r for r in table if r["row_type"] == "person"}
     assert set(person_rows) == set(snap["predictions"])
@@ -102,7 +102,7 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
 
     # report.html: a standalone page about this job
     resp = client.get(f"/api/jobs/{job_id}/report.html")
-    assert resp.status_code == 200
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "text/html; charset=utf-8"
     html = resp.get_data(as_text=True)
     assert html.lstrip().lower().startswith("<!doctype html") and job_id[:8] in html
 

@@ -171,8 +171,10 @@ def report(job_id: str, fmt: str):
     storage = get_storage()
     row = next((r for r in job.reports if r.kind == fmt), None)
     if row is not None and storage.exists(row.path):
-        return send_file(storage.path(row.path), mimetype=row.media_type or har_reports.MEDIA_TYPES[fmt],
-                         as_attachment=download, download_name=name, max_age=0)
+        # the bare type: send_file adds "; charset=utf-8" to text types itself
+        mimetype = (row.media_type or har_reports.MEDIA_TYPES[fmt]).split(";")[0]
+        return send_file(storage.path(row.path), mimetype=mimetype, as_attachment=download, download_name=name,
+                         max_age=0)
     body = har_reports.render_report(job, fmt)  # older job or missing file: render on demand
     resp = Response(body, mimetype=har_reports.MEDIA_TYPES[fmt].split(";")[0])
     if download:
