@@ -303,22 +303,27 @@ def hand_over(settings: Settings, task_name: str, job_id: str) -> bool:
     return True
 
 
-def run_claimed(settings: Settings, claim: Claim, body, next_task: str | None = None) -> bool:
-    """Run the body of a claimed stage and hand the job over to ``next_task``.
+def run_claimed(settings: Settings, job_id: str, stage: str, task_id: str | None, body,
+                next_task: str | None = None) -> bool:
+    """Claim ``stage`` of the job, run its body and hand the job over to ``next_task``; True when it did.
 
-    ``body()`` returns True once the stage's results and the job's next state are committed, False when
-    the job was taken over, finished or deleted meanwhile. An error fails the job with a readable reason,
-    except a lost database/broker connection, which propagates so the Celery task retries (run_stage)."""
+    ``body(settings, claim)`` returns True once the stage's results and the job's next state are committed,
+    False when the job was taken over, finished or deleted meanwhile. An error fails the job with a readable
+    reason, except a lost database/broker connection, which propagates so the Celery task retries
+    (run_stage)."""
+    claimed = claim(settings, job_id, stage, task_id)
+    if claimed is None:
+        return False
     try:
-        if not body():
+        if not body(settings, claimed):
             return False
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
         if transient(exc):
             raise
-        fail(settings, claim.job_id, claim.stage, exc, claim.task_id)
+        fail(settings, job_id, stage, exc, claimed.task_id)
         return False
     if next_task:
-        hand_over(settings, next_task, claim.job_id)
+        hand_over(settings, next_task, job_id)
     return True
 
 

@@ -25,10 +25,7 @@ def overall(result: dict) -> tuple[str | None, float | None]:
 
 
 def run_classify(settings: Settings, job_id: str, task_id: str | None) -> bool:
-    claim = runtime.claim(settings, job_id, "classify", task_id)
-    if claim is None:
-        return False
-    return runtime.run_claimed(settings, claim, lambda: _classify(settings, claim), REPORT_TASK)
+    return runtime.run_claimed(settings, job_id, "classify", task_id, _classify, REPORT_TASK)
 
 
 def _classify(settings: Settings, claim: runtime.Claim) -> bool:

@@ -37,10 +37,7 @@ class _Progress:
 
 def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
     """The pose stage for one job; True when the job moved on to classifying."""
-    claim = runtime.claim(settings, job_id, "pose", task_id)
-    if claim is None:
-        return False
-    return runtime.run_claimed(settings, claim, lambda: _extract(settings, claim), CLASSIFY_TASK)
+    return runtime.run_claimed(settings, job_id, "pose", task_id, _extract, CLASSIFY_TASK)
 
 
 def _extract(settings: Settings, claim: runtime.Claim) -> bool:

@@ -19,10 +19,7 @@ VIDEO_NAME = "annotated.mp4"
 
 
 def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
-    claim = runtime.claim(settings, job_id, "report", task_id)
-    if claim is None:
-        return False
-    return runtime.run_claimed(settings, claim, lambda: _report(settings, claim), None)
+    return runtime.run_claimed(settings, job_id, "report", task_id, _report, None)
 
 
 def _report(settings: Settings, claim: runtime.Claim) -> bool:
