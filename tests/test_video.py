@@ -172,14 +172,19 @@ def test_rotation_with_ffmpeg(tmp_path):
     assert next(iter(sample_frames(dst, None)))[2].shape == (160, 96, 3)
 
 
-@needs_ffmpeg
-def test_variable_frame_rate_file(tmp_path):
+def _make_vfr_video(tmp_path):
     """A real VFR file: 0.5 s at 60 fps, 0.75 s at 20 fps, a 0.8 s gap, 0.5 s at 30 fps."""
     src = make_empty_video(tmp_path / "src.avi", seconds=2.0, fps=30.0, size=(160, 96))
     dst = tmp_path / "vfr.mp4"
     pts = "if(lt(N,30),N/60,if(lt(N,45),0.5+(N-30)/20,2.0+(N-45)/30))/TB"
     _ffmpeg("-i", src, "-vf", f"settb=1/600,setpts='{pts}'", "-fps_mode", "passthrough",
             "-enc_time_base", "1:600", "-c:v", "mpeg4", "-q:v", "5", dst)
+    return dst
+
+
+@needs_ffmpeg
+def test_variable_frame_rate_file(tmp_path):
+    dst = _make_vfr_video(tmp_path)
     all_t = np.array([t for _, t, _ in sample_frames(dst, None)])
     assert len(all_t) == 60 and all_t[-1] == pytest.approx(2.467, abs=0.01)
     t = np.array([t for _, t, _ in sample_frames(dst, 22.0)])
@@ -192,11 +197,7 @@ def test_variable_frame_rate_file(tmp_path):
 
 @needs_ffmpeg
 def test_progress_ends_at_100_percent_when_a_vfr_file_has_fewer_frames_than_expected(tmp_path):
-    src = make_empty_video(tmp_path / "src.avi", seconds=2.0, fps=30.0, size=(160, 96))
-    dst = tmp_path / "vfr.mp4"
-    pts = "if(lt(N,30),N/60,if(lt(N,45),0.5+(N-30)/20,2.0+(N-45)/30))/TB"
-    _ffmpeg("-i", src, "-vf", f"settb=1/600,setpts='{pts}'", "-fps_mode", "passthrough",
-            "-enc_time_base", "1:600", "-c:v", "mpeg4", "-q:v", "5", dst)
+    dst = _make_vfr_video(tmp_path)
 
     class NoOne:
         def predict(self, images):
