@@ -303,9 +303,9 @@ def hand_over(settings: Settings, task_name: str, job_id: str) -> bool:
     return True
 
 
-def run_claimed(settings: Settings, job_id: str, stage: str, task_id: str | None, body,
-                next_task: str | None = None) -> bool:
-    """Claim ``stage`` of the job, run its body and hand the job over to ``next_task``; True when it did.
+def run_claimed(settings: Settings, job_id: str, stage: str, task_id: str | None, body) -> bool:
+    """Claim ``stage`` of the job, run its body and hand the job over to the next stage
+    (:data:`NEXT_TASK`); True when it did.
 
     ``body(settings, claim)`` returns True once the stage's results and the job's next state are committed,
     False when the job was taken over, finished or deleted meanwhile. An error fails the job with a readable
@@ -322,6 +322,7 @@ def run_claimed(settings: Settings, job_id: str, stage: str, task_id: str | None
             raise
         fail(settings, job_id, stage, exc, claimed.task_id)
         return False
+    next_task, _waiting_state = NEXT_TASK.get(stage, (None, None))
     if next_task:
         hand_over(settings, next_task, job_id)
     return True

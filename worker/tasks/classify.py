@@ -8,7 +8,7 @@ from har.database import session_scope
 from har.db import CLASSIFYING, REPORTING, PoseData, Prediction, Segment
 from har.jobs import lock_job, set_status
 from worker import runtime
-from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, celery_app
+from worker.celery_app import CLASSIFY_TASK, celery_app
 from worker.engines import get_classifier
 
 NO_PERSON = "no_person"
@@ -25,7 +25,7 @@ def overall(result: dict) -> tuple[str | None, float | None]:
 
 
 def run_classify(settings: Settings, job_id: str, task_id: str | None) -> bool:
-    return runtime.run_claimed(settings, job_id, "classify", task_id, _classify, REPORT_TASK)
+    return runtime.run_claimed(settings, job_id, "classify", task_id, _classify)
 
 
 def _classify(settings: Settings, claim: runtime.Claim) -> bool:

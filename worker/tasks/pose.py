@@ -10,7 +10,7 @@ from har.database import session_scope
 from har.db import CLASSIFYING, PoseData, Track
 from har.jobs import lock_job, set_status
 from worker import runtime
-from worker.celery_app import CLASSIFY_TASK, POSE_TASK, celery_app
+from worker.celery_app import POSE_TASK, celery_app
 from worker.engines import get_classifier, get_pose_estimator
 
 PROGRESS_EVERY_S = 0.5
@@ -37,7 +37,7 @@ class _Progress:
 
 def run_pose(settings: Settings, job_id: str, task_id: str | None) -> bool:
     """The pose stage for one job; True when the job moved on to classifying."""
-    return runtime.run_claimed(settings, job_id, "pose", task_id, _extract, CLASSIFY_TASK)
+    return runtime.run_claimed(settings, job_id, "pose", task_id, _extract)
 
 
 def _extract(settings: Settings, claim: runtime.Claim) -> bool:

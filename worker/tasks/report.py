@@ -19,7 +19,7 @@ VIDEO_NAME = "annotated.mp4"
 
 
 def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
-    return runtime.run_claimed(settings, job_id, "report", task_id, _report, None)
+    return runtime.run_claimed(settings, job_id, "report", task_id, _report)
 
 
 def _report(settings: Settings, claim: runtime.Claim) -> bool:
