@@ -1,0 +1,260 @@
+"""Real-footage benchmark: our action model beside the original app's, on real labelled clips (a script, not a test).
+
+    python bench/real_footage.py [DIR] [--markdown bench/results/real_footage.md] [--json out.json]
+
+DIR (default ``../shared/real-clips`` beside the repository) holds the clips and a ``labels.csv`` with the
+columns ``path,label``: ``path`` relative to DIR, ``label`` one of the six classes or ``none`` (the person does
+none of them: the right answer is "uncertain"). The clips are never copied into the repository.
+
+Every clip goes through exactly the service's pipeline: pose at the service's default settings (size, rect
+letterbox, the action model's sampling rate) -> tracks -> ``classify_extraction`` with the service's window
+stride -> our label for the main person (the longest track) and for any person. The original app's Keras GRU
+(``bench/seed_model.py``) runs on the same tracks with its own preprocessing (OpenPose order without the neck,
+x / width, y / height, 32-frame windows; no abstention). Pose extractions are cached per clip under
+``var/bench-cache/real-footage`` keyed by the file's hash and the pose settings, so a model change re-runs in
+seconds.
+
+Outcomes per clip and model: ``correct``, ``uncertain`` (ours only), ``wrong``, ``too short`` (a person is
+tracked but for too short a time to classify) and ``no person`` (nobody tracked).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from models.action.classifier import ActionClassifier  # noqa: E402
+from models.action.timeline import UNCERTAIN, classify_extraction, resample_track  # noqa: E402
+from models.hashing import sha256_file  # noqa: E402
+from models.tracks import PoseExtraction  # noqa: E402
+
+DEFAULT_DIR = ROOT.parent / "shared" / "real-clips"
+CACHE = ROOT / "var" / "bench-cache" / "real-footage"
+NONE = "none"
+OUTCOMES = ("correct", "uncertain", "wrong", "too short", "no person")
+DEFAULT_STRIDE = 8  # the service's HAR_WINDOW_STRIDE default
+
+
+def read_labels(clip_dir: Path) -> list[tuple[str, str]]:
+    with open(clip_dir / "labels.csv", newline="", encoding="utf-8") as fh:
+        return [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+
+
+def source_of(path: str) -> str:
+    """The source video of a clip: for HMDB names, the part before ``_clap_`` (or any ``_<class>_``)."""
+    name = Path(path).stem
+    for marker in ("_clap_", "_jump_", "_wave_", "_punch_"):
+        if marker in name:
+            return name.split(marker)[0]
+    return name
+
+
+def pose_key(video: Path, estimator, fps: float) -> str:
+    h = hashlib.sha256()
+    h.update(sha256_file(video).encode())
+    h.update(json.dumps({"imgsz": estimator.imgsz, "rect": bool(estimator.rect), "fps": fps,
+                         "model": estimator.sha256[:16]}, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def extract_cached(video: Path, estimator, fps: float, cache: Path) -> tuple[PoseExtraction, bool]:
+    from models.pose.extract import extract_tracks
+
+    cache.mkdir(parents=True, exist_ok=True)
+    f = cache / f"{pose_key(video, estimator, fps)}.npz"
+    if f.exists():
+        return PoseExtraction.from_bytes(f.read_bytes()), True
+    ex = extract_tracks(str(video), estimator, target_fps=fps, batch_size=8)
+    tmp = f.with_suffix(".tmp")
+    tmp.write_bytes(ex.to_bytes())
+    os.replace(tmp, f)
+    return ex, False
+
+
+def main_track(extraction: PoseExtraction):
+    """The longest track (most frames; ties: the longer time span), or None."""
+    if not extraction.tracks:
+        return None
+    return max(extraction.tracks, key=lambda t: (len(t), t.duration_s))
+
+
+def outcome(label: str | None, truth: str) -> str:
+    if label is None:
+        return "no person"
+    if label == "too short":
+        return "too short"
+    if truth == NONE:
+        return "correct" if label == UNCERTAIN else "wrong"
+    if label == UNCERTAIN:
+        return "uncertain"
+    return "correct" if label == truth else "wrong"
+
+
+def ours(result: dict, extraction: PoseExtraction) -> tuple[str | None, float | None, list[str]]:
+    """(main person's label or "too short"/None, its confidence, every classified person's label)."""
+    persons = {p["track_id"]: p for p in result["persons"]}
+    labels = [p["label"] for p in result["persons"]]
+    main = main_track(extraction)
+    if main is None:
+        return None, None, labels
+    p = persons.get(main.track_id)
+    if p is None:  # the longest track was not classified: fall back to the longest classified person
+        if not persons:
+            return "too short", None, labels
+        p = max(result["persons"], key=lambda q: q["frames"])
+    return p["label"], p["confidence"], labels
+
+
+def original(model, extraction: PoseExtraction, fps: float, stride: int) -> tuple[str | None, float | None]:
+    from seed_model import CLASSES, classify_track, seed_features
+
+    main = main_track(extraction)
+    if main is None:
+        return None, None
+    _, k = resample_track(main.times, main.keypoints, fps, extraction.sampled_fps or None)
+    feats = seed_features(k, extraction.layout, extraction.width, extraction.height)
+    probs = classify_track(model, feats, stride)
+    if probs is None:
+        return None, None
+    return CLASSES[int(probs.argmax())], float(probs.max())
+
+
+def summarize(rows: list[dict], key: str) -> dict:
+    """{truth: Counter(outcome)} plus "all"."""
+    out: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for r in rows:
+        out[r["truth"]][r[key]] += 1
+        out["all"][r[key]] += 1
+    return out
+
+
+def pct(n: int, total: int) -> str:
+    return f"{100 * n / total:.0f} % ({n})" if total else "–"
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    ours_s, orig_s = summarize(rows, "ours_outcome"), summarize(rows, "orig_outcome")
+    any_s = summarize(rows, "ours_any_outcome")
+    truths = [t for t in sorted(ours_s) if t != "all"] + ["all"]
+    L = [f"# Real-footage benchmark: {meta['model']} vs the original app's GRU", "",
+         f"Clips: `{meta['dir']}` ({len(rows)}); pose {meta['pose']}; window stride {meta['stride']}; "
+         f"command: `{meta['command']}`", "",
+         "Main person = the longest track. \"uncertain\" is the right answer for `none` clips; the original model "
+         "cannot abstain.", "",
+         "| truth | clips | model | " + " | ".join(OUTCOMES) + " | any person right |",
+         "|---|---|---|" + "---|" * len(OUTCOMES) + "---|"]
+    for t in truths:
+        n = sum(ours_s[t].values())
+        L.append(f"| {t} | {n} | ours | " + " | ".join(pct(ours_s[t][o], n) for o in OUTCOMES)
+                 + f" | {pct(any_s[t]['correct'], n)} |")
+        L.append("| | | original | " + " | ".join(pct(orig_s[t][o], n) if o != "uncertain" else "–"
+                                                   for o in OUTCOMES) + " | |")
+    # confusion of the main person's label per truth
+    L += ["", "Main-person labels (ours / original):", "", "| truth | ours | original |", "|---|---|---|"]
+    for t in truths[:-1]:
+        o = collections.Counter(r["ours_label"] or "no person" for r in rows if r["truth"] == t)
+        g = collections.Counter(r["orig_label"] or "no person" for r in rows if r["truth"] == t)
+        L.append(f"| {t} | " + ", ".join(f"{k} {v}" for k, v in o.most_common()) + " | "
+                 + ", ".join(f"{k} {v}" for k, v in g.most_common()) + " |")
+    L += ["", "<details><summary>Per clip</summary>", "",
+          "| clip | truth | s | tracks | ours (main) | conf | any person | original | conf |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        oc = "" if r["ours_conf"] is None else f"{100 * r['ours_conf']:.0f} %"
+        gc = "" if r["orig_conf"] is None else f"{100 * r['orig_conf']:.0f} %"
+        L.append(f"| {r['clip']} | {r['truth']} | {r['duration_s']:.1f} | {r['tracks']} | {r['ours_label']} | {oc} | "
+                 f"{', '.join(r['ours_all']) or '–'} | {r['orig_label']} | {gc} |")
+    L += ["", "</details>", ""]
+    return "\n".join(L)
+
+
+def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, seed, imgsz=None,
+        only=None, quiet=False) -> list[dict]:
+    from models.pose import load_pose_estimator
+
+    kw = {"imgsz": imgsz} if imgsz else {}
+    estimator = load_pose_estimator("onnx", threads=2, **kw)
+    rows = []
+    for path, truth in read_labels(clip_dir):
+        if only and not any(s in path for s in only):
+            continue
+        video = clip_dir / path
+        t0 = time.perf_counter()
+        ex, hit = extract_cached(video, estimator, classifier.fps, cache)
+        result = classify_extraction(ex, classifier, stride=stride)
+        label, conf, labels = ours(result, ex)
+        orig_label, orig_conf = original(seed, ex, classifier.fps, stride) if seed is not None else (None, None)
+        if orig_label is None and label == "too short":
+            orig_label = "too short"
+        truth_any = UNCERTAIN if truth == NONE else truth
+        any_ok = (truth_any in labels) if truth != NONE else (bool(labels) and all(x == UNCERTAIN for x in labels))
+        row = {"clip": path, "truth": truth, "source": source_of(path),
+               "duration_s": float(ex.meta.get("duration_s") or 0.0), "tracks": len(ex.tracks),
+               "ours_label": label, "ours_conf": conf, "ours_all": labels,
+               "ours_outcome": outcome(label, truth),
+               "ours_any_outcome": "correct" if any_ok else outcome(label, truth),
+               "orig_label": orig_label, "orig_conf": orig_conf, "orig_outcome": outcome(orig_label, truth),
+               "status": result["status"]}
+        rows.append(row)
+        if not quiet:
+            print(f"{path[:60]:60s} {truth[:8]:8s} ours {str(label):15s} orig {str(orig_label):15s} "
+                  f"{'cached' if hit else f'{time.perf_counter() - t0:.1f} s'}", file=sys.stderr)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("dir", nargs="?", default=str(DEFAULT_DIR))
+    p.add_argument("--model", default=None, help="action model (default: the shipped int8 model)")
+    p.add_argument("--seed-model", default=None, help="the original app's GRU_model.keras "
+                   "(default: ../shared/seed-model/GRU_model.keras)")
+    p.add_argument("--stride", type=int, default=DEFAULT_STRIDE)
+    p.add_argument("--imgsz", type=int, default=None, help="pose input size (default: the service's)")
+    p.add_argument("--cache", default=str(CACHE))
+    p.add_argument("--only", nargs="*", default=None, help="only clips whose path contains one of these")
+    p.add_argument("--markdown", default=None, help="write the Markdown report here")
+    p.add_argument("--json", default=None, help="write per-clip rows here")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+
+    clip_dir = Path(a.dir)
+    if not (clip_dir / "labels.csv").exists():
+        print(f"error: {clip_dir}/labels.csv not found", file=sys.stderr)
+        return 2
+    classifier = ActionClassifier(a.model, threads=1)
+    seed = None
+    try:
+        from seed_model import DEFAULT_PATH, SeedGru
+        seed = SeedGru(a.seed_model or DEFAULT_PATH)
+    except (ImportError, OSError) as exc:
+        print(f"warning: the original model is not run: {exc}", file=sys.stderr)
+    rows = run(clip_dir, Path(a.cache), a.stride, classifier, seed, a.imgsz, a.only, a.quiet)
+    from models.pose import DEFAULT_IMGSZ, DEFAULT_RECT
+    meta = {"model": f"{classifier.name} {classifier.version}", "dir": a.dir if a.dir != str(DEFAULT_DIR)
+            else "../shared/real-clips", "stride": a.stride,
+            "pose": f"YOLO11n-pose ONNX {a.imgsz or DEFAULT_IMGSZ}{' rect' if DEFAULT_RECT else ''} at "
+                    f"{classifier.fps:g} Hz",
+            "command": "python bench/real_footage.py" + (f" {' '.join(argv)}" if argv else
+                                                         (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""))}
+    text = markdown(rows, meta)
+    print(text.split("<details>")[0])
+    if a.markdown:
+        Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.markdown).write_text(text, encoding="utf-8")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
