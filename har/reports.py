@@ -72,6 +72,7 @@ PRETTY_LABELS = {
     "WAVING_1HAND": "Waving one hand",
     "CLAPPING_HANDS": "Clapping",
     "uncertain": "Uncertain",
+    "too_short": "Too short to classify",
     "no_person": "No person",
 }
 

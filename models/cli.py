@@ -66,11 +66,14 @@ def cmd_run(args) -> int:
             return 2
         if not args.quiet:
             summary = ", ".join(f"#{p['track_id']} {p['label']} ({round(100 * p['confidence'])} %)"
-                                for p in result["persons"]) or "no person"
+                                for p in result["persons"]) or _NO_RESULT.get(result["status"], "no person")
             print(f"{result['status']}: {summary} -> {args.out}", file=sys.stderr)
     else:
         print(text)
     return 0
+
+
+_NO_RESULT = {"too_short": "people tracked too briefly to classify", "no_person": "no person"}
 
 
 def cmd_train(args) -> int:
@@ -162,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=_number(int, 0), default=None)
     r.add_argument("--batch-size", type=_number(int, 1), default=8)
     r.add_argument("--uncertain-threshold", type=_number(float, 0), default=None, help="default: the model card's")
-    r.add_argument("--min-track-s", type=_number(float, 0), default=None)
+    r.add_argument("--min-track-s", type=_number(float, 0), default=None,
+                   help="shorter tracks are too short to classify (default 0.7 s)")
     r.add_argument("--action-model", default=None, help="default: the shipped int8 model")
     r.add_argument("--pose-model", default=None)
     r.add_argument("--indent", action="store_true")

@@ -4,7 +4,17 @@ import json
 import numpy as np
 import pytest
 
-from models.action.timeline import classify_extraction, resample_track, smooth_labels, window_starts
+from models.action.features import pad_indices
+from models.action.timeline import (
+    MIN_TRACK_S,
+    NO_PERSON,
+    OK,
+    TOO_SHORT,
+    classify_extraction,
+    resample_track,
+    smooth_labels,
+    window_starts,
+)
 from models.tracks import PoseExtraction, PoseTrack
 
 CLASSES = ["JUMPING", "JUMPING_JACKS", "BOXING", "WAVING_2HANDS", "WAVING_1HAND", "CLAPPING_HANDS"]
@@ -85,7 +95,7 @@ def test_segments_and_result_format():
     assert r["models"]["pose"]["name"] == "yolo11n-pose" and r["models"]["action"]["name"] == "scripted"
     assert r["video"] == {"width": 1280, "height": 720, "duration_s": 10.0, "sampled_fps": 22.0,
                           "frames_sampled": 220}
-    assert r["params"] == {"window": 32, "stride": 8, "uncertain_threshold": 0.6, "min_track_s": 1.45}
+    assert r["params"] == {"window": 32, "stride": 8, "uncertain_threshold": 0.6, "min_track_s": 0.7}
     (p,) = r["persons"]
     assert p["track_id"] == 1 and p["frames"] == 220 and p["start_s"] == 0.0 and p["end_s"] == 10.0
     assert set(p) == {"track_id", "start_s", "end_s", "frames", "label", "confidence", "probabilities",
@@ -127,12 +137,17 @@ def test_uncertain_below_threshold():
     assert r["persons"][0]["label"] == "JUMPING" and r["params"]["uncertain_threshold"] == 0.1
 
 
-def test_no_person_and_short_tracks():
+def test_status_constants():
+    assert (OK, TOO_SHORT, NO_PERSON) == ("ok", "too_short", "no_person") and MIN_TRACK_S == 0.7
+
+
+def test_no_person_and_too_short_tracks():
     clf = ScriptedClassifier(by_nose_x)
     r = classify_extraction(extraction([]), clf)
     assert r["status"] == "no_person" and r["persons"] == [] and r["short_tracks"] == []
+    # people were tracked, but only for less than min_track_s: "too_short", not "no_person"
     r = classify_extraction(extraction([make_track(11, t0=3.1, track_id=7), make_track(1, track_id=8)]), clf)
-    assert r["status"] == "no_person" and r["persons"] == []
+    assert r["status"] == "too_short" and r["persons"] == []
     assert r["short_tracks"][0] == {"track_id": 7, "start_s": 3.1, "end_s": 3.6, "frames": 11}
     assert r["short_tracks"][1]["frames"] == 1
     assert clf.calls == []  # nothing was classified
@@ -140,17 +155,46 @@ def test_no_person_and_short_tracks():
 
 def test_track_length_boundary_and_min_track_s():
     clf = ScriptedClassifier(by_nose_x)
-    r = classify_extraction(extraction([make_track(31, track_id=1), make_track(32, track_id=2)]), clf)
-    assert [p["track_id"] for p in r["persons"]] == [2] and len(r["persons"][0]["windows"]) == 1
+    # 0.7 s at 22 Hz: 15 frames (0.68 s) are too short, 16 (0.73 s) are classified
+    tracks = [make_track(15, track_id=1), make_track(16, track_id=2), make_track(31, track_id=3),
+              make_track(32, track_id=4)]
+    r = classify_extraction(extraction(tracks), clf)
+    assert r["status"] == "ok" and [p["track_id"] for p in r["persons"]] == [2, 3, 4]
+    assert all(len(p["windows"]) == 1 for p in r["persons"])
     assert [s["track_id"] for s in r["short_tracks"]] == [1]
+    # the old minimum (one full window) can still be asked for
+    r = classify_extraction(extraction(tracks), clf, min_track_s=1.45)
+    assert [p["track_id"] for p in r["persons"]] == [4] and [s["track_id"] for s in r["short_tracks"]] == [1, 2, 3]
     r = classify_extraction(extraction([make_track(60)]), clf, min_track_s=3.0)
-    assert r["status"] == "no_person" and r["params"]["min_track_s"] == 3.0
+    assert r["status"] == "too_short" and r["params"]["min_track_s"] == 3.0
+    assert r["short_tracks"] == [{"track_id": 1, "start_s": 0.0, "end_s": 2.727, "frames": 60}]
+
+
+def test_track_shorter_than_a_window_is_one_padded_window():
+    clf = ScriptedClassifier(by_nose_x)
+    nose = 250.0 + np.arange(22)  # BOXING; a distinct x per frame to follow the frames into the window
+    r = classify_extraction(extraction([make_track(22, t0=2.0, track_id=3, nose_x=nose)]), clf)  # 1.0 s
+    assert r["status"] == "ok" and r["short_tracks"] == []
+    (p,) = r["persons"]
+    assert p["track_id"] == 3 and p["frames"] == 22 and p["start_s"] == 2.0 and p["end_s"] == 3.0
+    (w,) = p["windows"]
+    assert w["start_s"] == p["start_s"] == 2.0 and w["end_s"] == p["end_s"] == 3.0
+    assert w["label"] == p["label"] == "BOXING"
+    assert [(s["label"], s["start_s"], s["end_s"]) for s in p["segments"]] == [("BOXING", 2.0, 3.0)]
+    (x,) = clf.calls  # one window of 32 frames: the track's frames played back and forth
+    assert x.shape == (1, 32, 17, 3)
+    np.testing.assert_allclose(x[0, :, 0, 0], nose[pad_indices(22, 32)], atol=1e-3)
+    # half a second is below min_track_s: too short, nothing classified
+    clf = ScriptedClassifier(by_nose_x)
+    r = classify_extraction(extraction([make_track(11, t0=2.0, track_id=3)]), clf)
+    assert r["status"] == "too_short" and r["persons"] == [] and clf.calls == []
+    assert r["short_tracks"] == [{"track_id": 3, "start_s": 2.0, "end_s": 2.5, "frames": 11}]
 
 
 def test_mostly_empty_windows_are_not_classified():
     clf = ScriptedClassifier(by_nose_x)
     r = classify_extraction(extraction([make_track(40, drop=range(5, 40))]), clf)
-    assert r["status"] == "no_person" and r["short_tracks"][0]["frames"] == 40
+    assert r["status"] == "too_short" and r["persons"] == [] and r["short_tracks"][0]["frames"] == 40
 
 
 def test_low_confidence_keypoints_become_missing_before_the_model():

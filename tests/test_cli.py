@@ -97,14 +97,16 @@ def test_train_command_needs_a_data_source(capsys):
 
 
 @need_models
-def test_video_shorter_than_a_window_reports_no_person_with_its_short_tracks(tmp_path, capsys):
+def test_video_shorter_than_min_track_s_reports_too_short_with_its_short_tracks(tmp_path, capsys):
     from media import make_people_video
-    video = make_people_video(tmp_path / "short.mp4", seconds=0.5, fps=30.0)  # 11 frames at 22 Hz < 32
+    video = make_people_video(tmp_path / "short.mp4", seconds=0.5, fps=30.0)  # 11 frames at 22 Hz: 0.5 s < 0.7 s
     assert main(["run", str(video), "--imgsz", "320", "--quiet"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["status"] == "no_person" and r["persons"] == []
+    assert r["status"] == "too_short" and r["persons"] == [] and r["params"]["min_track_s"] == 0.7
     assert len(r["short_tracks"]) == 2
     assert all(t["frames"] == r["video"]["frames_sampled"] == 11 for t in r["short_tracks"])
+    assert main(["run", str(video), "--imgsz", "320", "--out", str(tmp_path / "r.json")]) == 0
+    assert "too_short: people tracked too briefly to classify" in capsys.readouterr().err
 
 
 @need_models

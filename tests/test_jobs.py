@@ -268,6 +268,22 @@ def job_row(settings, job_id) -> Job:
         return job
 
 
+def test_overall_label_for_the_jobs_list():
+    from models.action.timeline import NO_PERSON, TOO_SHORT
+    from worker.tasks.classify import overall
+
+    short = [{"track_id": 7, "start_s": 3.1, "end_s": 3.6, "frames": 11}]
+    assert overall({"status": "too_short", "persons": [], "short_tracks": short}) == (TOO_SHORT, None) \
+        == ("too_short", None)
+    assert overall({"status": "no_person", "persons": [], "short_tracks": []}) == (NO_PERSON, None) \
+        == ("no_person", None)
+    assert overall({"status": "ok", "persons": []}) == ("no_person", None)  # nothing to summarise
+    persons = [{"label": "BOXING", "confidence": 0.9, "frames": 40},
+               {"label": "JUMPING", "confidence": 0.6, "frames": 200},
+               {"label": "CLAPPING_HANDS", "confidence": 0.8, "frames": 200}]
+    assert overall({"status": "ok", "persons": persons, "short_tracks": short}) == ("CLAPPING_HANDS", 0.8)
+
+
 def test_stages_run_once_and_duplicates_are_no_ops(video_job):
     from worker.celery_app import CLASSIFY_TASK, REPORT_TASK
     from worker.tasks.classify import run_classify

@@ -26,7 +26,7 @@ def sample_result() -> dict:
         "models": {"pose": {"name": "yolo11n-pose", "version": "8.3.0", "sha256": "a" * 64},
                    "action": {"name": "gru-har", "version": "2.1", "sha256": "b" * 64}},
         "video": {"width": 1280, "height": 720, "duration_s": 10.0, "sampled_fps": 22.0, "frames_sampled": 220},
-        "params": {"window": 32, "stride": 8, "uncertain_threshold": 0.55, "min_track_s": 1.45},
+        "params": {"window": 32, "stride": 8, "uncertain_threshold": 0.55, "min_track_s": 0.7},
         "persons": [
             {
                 "track_id": 1, "start_s": 0.0, "end_s": 9.95, "frames": 219,
@@ -93,9 +93,10 @@ def test_csv_cell_by_cell():
     assert tuple(rows[0]) == reports.CSV_COLUMNS
 
 
-def test_csv_no_person_is_header_only():
+@pytest.mark.parametrize("status", ["no_person", "too_short"])
+def test_csv_without_persons_is_header_only(status):
     result = sample_result()
-    result.update(status="no_person", persons=[])
+    result.update(status=status, persons=[])
     rows = list(csv.reader(io.StringIO(reports.report_csv(make_job(result)))))
     assert rows == [list(reports.CSV_COLUMNS)]
 
@@ -158,6 +159,34 @@ def test_html_no_person():
     assert '<span class="muted">Main action</span><b>No person</b>' in html
     assert '<span class="muted">Confidence</span><b>–</b>' in html
     assert "Timeline of person" not in html
+    assert "Too short" not in html
+
+
+def test_html_too_short():
+    result = sample_result()
+    result.update(status="too_short", persons=[],
+                  short_tracks=[{"track_id": 7, "start_s": 3.1, "end_s": 3.6, "frames": 11},
+                                {"track_id": 8, "start_s": 5.0, "end_s": 5.5, "frames": 11}])
+    job = make_job(result)
+    job.overall_label, job.overall_confidence, job.persons = "too_short", None, 0
+    html = reports.report_html(job)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "No person" not in html and "no person" not in html.lower()
+    assert "Too short to classify: people were tracked in this video, but none long enough to recognise an action" \
+        " (that needs a person seen for at least 0.7 s)" in text
+    assert '<span class="muted">Main action</span><b>Too short to classify</b>' in html
+    assert '<span class="muted">People</span><b>0</b>' in html
+    assert '<span class="muted">Confidence</span><b>–</b>' in html
+    assert "Timeline of person" not in html
+    # the short tracks are listed
+    assert "Short tracks (not classified)" in html
+    assert '<tr><td>7</td><td class="num">0:03.1</td><td class="num">0:03.6</td><td class="num">11</td></tr>' in html
+    assert '<tr><td>8</td><td class="num">0:05.0</td><td class="num">0:05.5</td><td class="num">11</td></tr>' in html
+
+
+def test_pretty_status_labels():
+    assert reports.pretty_label("too_short") == "Too short to classify"
+    assert reports.pretty_label("no_person") == "No person"
 
 
 def test_timeline_rows_geometry():

@@ -159,6 +159,23 @@ def test_job_page_done_no_person(client, settings):
     assert "No person was found" in text and "Timeline" not in text
     listing = visible_text(client.get("/jobs").data)
     assert "no person" in listing and "No person ·" not in listing
+    assert "too short" not in listing.lower()
+
+
+def test_job_page_done_too_short(client, settings):
+    result = {"status": "too_short", "persons": [], "params": {"window": 32, "stride": 8, "min_track_s": 0.7},
+              "short_tracks": [{"track_id": 7, "start_s": 3.1, "end_s": 3.6, "frames": 11},
+                               {"track_id": 9, "start_s": 6.0, "end_s": 6.5, "frames": 11}]}
+    job_id = add_job(settings, status="done", result=result, persons=0, overall_label="too_short")
+    text = visible_text(client.get(f"/jobs/{job_id}").data)
+    assert "Too short to classify." in text and "Timeline" not in text
+    assert "No person" not in text and "no person" not in text
+    assert "People were tracked in this video, but none long enough to recognise an action: " \
+        "that needs a person seen for at least 0.7 s." in text
+    assert "Track 7: 0:03.1–0:03.6 (11 frames)" in text and "Track 9: 0:06.0–0:06.5 (11 frames)" in text
+    listing = visible_text(client.get("/jobs").data)
+    assert "too short to classify" in listing
+    assert "no person" not in listing and "Too short to classify ·" not in listing
 
 
 def test_job_page_failed_shows_reason(client, settings):

@@ -349,7 +349,11 @@ def openapi_document(settings=None) -> dict[str, Any]:
                     "type": "object",
                     "description": "The result document (docs/contracts.md).",
                     "properties": {
-                        "status": {"type": "string", "enum": ["ok", "no_person"]},
+                        "status": {"type": "string", "enum": ["ok", "too_short", "no_person"],
+                                   "description": "`ok`: at least one person classified; `too_short`: people were "
+                                                  "tracked, but none long enough to classify (shorter than "
+                                                  "`params.min_track_s`; listed in `short_tracks`); `no_person`: "
+                                                  "nobody was tracked."},
                         "classes": {"type": "array", "items": {"type": "string"}},
                         "models": {"type": "object"},
                         "video": {"type": "object"},

@@ -27,6 +27,20 @@ NORMALIZATIONS = ("person", "frame")
 MAX_GAP = 4
 
 
+def pad_indices(n: int, window: int) -> np.ndarray:
+    """Frame indices that stretch ``n`` frames (1 <= n) to ``window`` by playing them back and forth
+    (0, 1, ..., n-1, n-2, ..., 1, 0, 1, ...): a clip shorter than one window becomes a window with no jump
+    in position, and a periodic action keeps its rhythm. Used for short tracks at run time and for the
+    short-clip windows of training, so both see the same kind of window."""
+    n, window = int(n), int(window)
+    if n < 1:
+        raise ValueError("need at least one frame")
+    if n == 1:
+        return np.zeros(window, np.int64)
+    cycle = np.concatenate([np.arange(n), np.arange(n - 2, 0, -1)])
+    return np.resize(cycle, window).astype(np.int64)
+
+
 def fill_gaps(kpts: np.ndarray, max_gap: int = MAX_GAP) -> tuple[np.ndarray, np.ndarray]:
     """Fill gaps of at most ``max_gap`` frames per joint: linear interpolation between the present
     frames around an inner gap, the nearest present value for a gap at either end of the window.

@@ -4,7 +4,11 @@ For every track: keypoints below the card's confidence floor become missing, joi
 from the extraction's layout to the model's by name, the track is resampled onto a uniform grid
 at the model's frame rate, cut into sliding windows, classified, and the window labels are
 smoothed (a single window that disagrees with two agreeing neighbours takes their label) and
-merged into segments. The result is the report document of ``docs/contracts.md``.
+merged into segments. A track shorter than one window but at least :data:`MIN_TRACK_S` long is
+classified as one window, its frames played back and forth to fill it (as the model saw short
+clips in training). The result is the report document of ``docs/contracts.md``: ``status`` is
+``ok`` when a person was classified, ``too_short`` when people were tracked but none long enough
+to classify, ``no_person`` when nobody was tracked.
 """
 from __future__ import annotations
 
@@ -14,8 +18,11 @@ import numpy as np
 
 from ..layouts import remap
 from ..tracks import PoseExtraction, PoseTrack
+from .features import pad_indices
 
 UNCERTAIN = "uncertain"
+OK, TOO_SHORT, NO_PERSON = "ok", "too_short", "no_person"
+MIN_TRACK_S = 0.7            # shorter tracks are "too short to classify"
 MIN_JOINTS_PER_FRAME = 5     # a frame "has a person" with at least this many joints
 MIN_FILLED_FRACTION = 0.5    # windows with fewer such frames are not classified
 
@@ -99,7 +106,7 @@ def classify_extraction(extraction: PoseExtraction, classifier, stride: int = 8,
     classes = list(classifier.classes)
     W, fps = int(classifier.window), float(classifier.fps)
     thr = float(classifier.uncertain_threshold if uncertain_threshold is None else uncertain_threshold)
-    min_s = float(round(W / fps, 2) if min_track_s is None else min_track_s)
+    min_s = float(MIN_TRACK_S if min_track_s is None else min_track_s)
     kconf = float(classifier.min_keypoint_conf if min_keypoint_conf is None else min_keypoint_conf)
     stride = max(1, int(stride))
     src_fps = float(extraction.sampled_fps) if extraction.sampled_fps else None
@@ -123,7 +130,7 @@ def classify_extraction(extraction: PoseExtraction, classifier, stride: int = 8,
     if duration is None:
         duration = float(extraction.frame_times[-1] + frame_dt) if n else 0.0
     return {
-        "status": "ok" if persons else "no_person",
+        "status": OK if persons else (TOO_SHORT if short else NO_PERSON),
         "classes": classes,
         "models": _models_info(extraction, classifier),
         "video": {"width": int(extraction.width), "height": int(extraction.height),
@@ -148,12 +155,13 @@ def _classify_track(track: PoseTrack, layout, classifier, classes, W, fps, strid
     k = np.where((k[..., 2:3] >= kconf) & (k[..., 2:3] > 0), k, 0).astype(np.float32)
     k = remap(k, layout, classifier.layout)
     grid, kr = resample_track(track.times, k, fps, src_fps)
-    starts = window_starts(len(grid), W, stride)
     filled = (kr[..., 2] > 0).sum(-1) >= MIN_JOINTS_PER_FRAME
+    padded = len(grid) < W  # a short track: one window of its frames played back and forth
+    starts = [0] if padded else window_starts(len(grid), W, stride)
     starts = [s for s in starts if filled[s:s + W].mean() >= MIN_FILLED_FRACTION]
     if not starts:
         return None
-    wins = np.stack([kr[s:s + W] for s in starts])
+    wins = kr[pad_indices(len(grid), W)][None] if padded else np.stack([kr[s:s + W] for s in starts])
     probs = classifier.predict(wins, frame_size=frame_size)
     conf = probs.max(1)
     raw = [classes[i] if c >= thr else UNCERTAIN for i, c in zip(probs.argmax(1), conf)]
@@ -168,13 +176,14 @@ def _classify_track(track: PoseTrack, layout, classifier, classes, W, fps, strid
     win_conf = np.array([conf[i] if lab == UNCERTAIN else probs[i, classes.index(lab)]
                          for i, lab in enumerate(labels)])
     win_t0 = np.array([grid[s] for s in starts])
-    windows = [{"start_s": _r(t0), "end_s": _r(t0 + W / fps), "label": lab, "confidence": _r(c, 4),
+    win_t1 = np.array([end_s]) if padded else win_t0 + W / fps
+    windows = [{"start_s": _r(t0), "end_s": _r(t1), "label": lab, "confidence": _r(c, 4),
                 "probabilities": [_r(p, 4) for p in pr]}
-               for t0, lab, c, pr in zip(win_t0, labels, win_conf, probs)]
+               for t0, t1, lab, c, pr in zip(win_t0, win_t1, labels, win_conf, probs)]
     # segments: consecutive windows of one run with the same (smoothed) label; boundaries halfway
     # between the centres of neighbouring windows; at the edges of a run, the window's own start/end,
     # or the track's ends for windows at the ends of the track
-    centres = win_t0 + W / fps / 2
+    centres = (win_t0 + win_t1) / 2
     segments = []
     i = 0
     while i < len(labels):
@@ -193,7 +202,7 @@ def _classify_track(track: PoseTrack, layout, classifier, classes, W, fps, strid
         if j + 1 < len(labels) and run[j + 1] == run[j]:
             seg_end = (centres[j] + centres[j + 1]) / 2
         else:
-            seg_end = end_s if starts[j] + W >= len(grid) else win_t0[j] + W / fps
+            seg_end = end_s if starts[j] + W >= len(grid) else win_t1[j]
         segments.append({"label": lab, "start_s": _r(seg_start), "end_s": _r(seg_end), "confidence": _r(c, 4)})
         i = j + 1
     mean = probs.mean(0)

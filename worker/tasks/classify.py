@@ -7,17 +7,19 @@ from har.config import Settings
 from har.database import session_scope
 from har.db import CLASSIFYING, REPORTING, PoseData, Prediction, Segment
 from har.jobs import lock_job, set_status
+from models.action.timeline import NO_PERSON, TOO_SHORT
 from worker import runtime
 from worker.celery_app import CLASSIFY_TASK, celery_app
 from worker.engines import get_classifier
 
-NO_PERSON = "no_person"
-
 
 def overall(result: dict) -> tuple[str | None, float | None]:
     """The summary shown in the jobs list: the label of the person seen longest
-    (ties: the more confident), or ``no_person``."""
+    (ties: the more confident); ``too_short`` when people were tracked but none long enough to
+    classify, else ``no_person``."""
     persons = result.get("persons") or []
+    if result.get("status") == TOO_SHORT:
+        return TOO_SHORT, None
     if result.get("status") == NO_PERSON or not persons:
         return NO_PERSON, None
     main = max(persons, key=lambda p: (p.get("frames") or 0, p.get("confidence") or 0.0))
