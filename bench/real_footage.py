@@ -60,10 +60,12 @@ def source_of(path: str) -> str:
 
 
 def pose_key(video: Path, estimator, fps: float) -> str:
+    from models.pose.extract import EXTRACTION_VERSION
+
     h = hashlib.sha256()
     h.update(sha256_file(video).encode())
     h.update(json.dumps({"imgsz": estimator.imgsz, "rect": bool(estimator.rect), "fps": fps,
-                         "model": estimator.sha256[:16]}, sort_keys=True).encode())
+                         "model": estimator.sha256[:16], "extraction": EXTRACTION_VERSION}, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
@@ -100,19 +102,20 @@ def outcome(label: str | None, truth: str) -> str:
     return "correct" if label == truth else "wrong"
 
 
-def ours(result: dict, extraction: PoseExtraction) -> tuple[str | None, float | None, list[str]]:
-    """(main person's label or "too short"/None, its confidence, every classified person's label)."""
+def ours(result: dict, extraction: PoseExtraction) -> tuple[str | None, float | None, list[str], dict | None]:
+    """(main person's label or "too short"/None, its confidence, every classified person's label, the main
+    person's mean class probabilities)."""
     persons = {p["track_id"]: p for p in result["persons"]}
     labels = [p["label"] for p in result["persons"]]
     main = main_track(extraction)
     if main is None:
-        return None, None, labels
+        return None, None, labels, None
     p = persons.get(main.track_id)
     if p is None:  # the longest track was not classified: fall back to the longest classified person
         if not persons:
-            return "too short", None, labels
+            return "too short", None, labels, None
         p = max(result["persons"], key=lambda q: q["frames"])
-    return p["label"], p["confidence"], labels
+    return p["label"], p["confidence"], labels, p["probabilities"]
 
 
 def original(model, extraction: PoseExtraction, fps: float, stride: int) -> tuple[str | None, float | None]:
@@ -142,16 +145,34 @@ def pct(n: int, total: int) -> str:
     return f"{100 * n / total:.0f} % ({n})" if total else "–"
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
+def threshold_sweep(rows: list[dict], thresholds=(0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)) -> list[str]:
+    """Our main-person outcomes if the "uncertain" threshold were another (the probabilities are the model's)."""
+    truths = sorted({r["truth"] for r in rows})
+    L = ["| threshold | " + " | ".join(f"{t}: correct / wrong / uncertain" for t in truths) + " |",
+         "|---|" + "---|" * len(truths)]
+    for thr in thresholds:
+        cells = []
+        for t in truths:
+            c = collections.Counter()
+            for r in rows:
+                if r["truth"] != t:
+                    continue
+                if r["ours_probs"] is None:
+                    c[outcome(r["ours_label"], t)] += 1
+                    continue
+                best = max(r["ours_probs"], key=r["ours_probs"].get)
+                c[outcome(best if r["ours_probs"][best] >= thr else UNCERTAIN, t)] += 1
+            cells.append(f"{c['correct']} / {c['wrong']} / {c['uncertain']}")
+        L.append(f"| {thr:.2f} | " + " | ".join(cells) + " |")
+    return L
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    """Outcomes per truth and in all, ours beside the original model's (Markdown lines)."""
     ours_s, orig_s = summarize(rows, "ours_outcome"), summarize(rows, "orig_outcome")
     any_s = summarize(rows, "ours_any_outcome")
     truths = [t for t in sorted(ours_s) if t != "all"] + ["all"]
-    L = [f"# Real-footage benchmark: {meta['model']} vs the original app's GRU", "",
-         f"Clips: `{meta['dir']}` ({len(rows)}); pose {meta['pose']}; window stride {meta['stride']}; "
-         f"command: `{meta['command']}`", "",
-         "Main person = the longest track. \"uncertain\" is the right answer for `none` clips; the original model "
-         "cannot abstain.", "",
-         "| truth | clips | model | " + " | ".join(OUTCOMES) + " | any person right |",
+    L = ["| truth | clips | model | " + " | ".join(OUTCOMES) + " | any person right |",
          "|---|---|---|" + "---|" * len(OUTCOMES) + "---|"]
     for t in truths:
         n = sum(ours_s[t].values())
@@ -159,13 +180,29 @@ def markdown(rows: list[dict], meta: dict) -> str:
                  + f" | {pct(any_s[t]['correct'], n)} |")
         L.append("| | | original | " + " | ".join(pct(orig_s[t][o], n) if o != "uncertain" else "–"
                                                    for o in OUTCOMES) + " | |")
+    return L
+
+
+def header(rows: list[dict], meta: dict) -> list[str]:
+    return [f"Clips: `{meta['dir']}` ({len(rows)}); pose {meta['pose']}; window stride {meta['stride']}; "
+            f"command: `{meta['command']}`", "",
+            "Main person = the longest track. \"uncertain\" is the right answer for `none` clips; the original model "
+            "cannot abstain."]
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    truths = sorted({r["truth"] for r in rows})
+    L = [f"# Real-footage benchmark: {meta['model']} vs the original app's GRU", ""] + header(rows, meta) + [""]
+    L += summary_table(rows)
     # confusion of the main person's label per truth
     L += ["", "Main-person labels (ours / original):", "", "| truth | ours | original |", "|---|---|---|"]
-    for t in truths[:-1]:
+    for t in truths:
         o = collections.Counter(r["ours_label"] or "no person" for r in rows if r["truth"] == t)
         g = collections.Counter(r["orig_label"] or "no person" for r in rows if r["truth"] == t)
         L.append(f"| {t} | " + ", ".join(f"{k} {v}" for k, v in o.most_common()) + " | "
                  + ", ".join(f"{k} {v}" for k, v in g.most_common()) + " |")
+    L += ["", f"Our main-person outcomes at other \"uncertain\" thresholds (the model card's is {meta['threshold']:g}; "
+          "for `none` clips, correct = uncertain):", ""] + threshold_sweep(rows)
     L += ["", "<details><summary>Per clip</summary>", "",
           "| clip | truth | s | tracks | ours (main) | conf | any person | original | conf |",
           "|---|---|---|---|---|---|---|---|---|"]
@@ -192,7 +229,7 @@ def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, 
         t0 = time.perf_counter()
         ex, hit = extract_cached(video, estimator, classifier.fps, cache)
         result = classify_extraction(ex, classifier, stride=stride)
-        label, conf, labels = ours(result, ex)
+        label, conf, labels, probs = ours(result, ex)
         orig_label, orig_conf = original(seed, ex, classifier.fps, stride) if seed is not None else (None, None)
         if orig_label is None and label == "too short":
             orig_label = "too short"
@@ -200,7 +237,7 @@ def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, 
         any_ok = (truth_any in labels) if truth != NONE else (bool(labels) and all(x == UNCERTAIN for x in labels))
         row = {"clip": path, "truth": truth, "source": source_of(path),
                "duration_s": float(ex.meta.get("duration_s") or 0.0), "tracks": len(ex.tracks),
-               "ours_label": label, "ours_conf": conf, "ours_all": labels,
+               "ours_label": label, "ours_conf": conf, "ours_all": labels, "ours_probs": probs,
                "ours_outcome": outcome(label, truth),
                "ours_any_outcome": "correct" if any_ok else outcome(label, truth),
                "orig_label": orig_label, "orig_conf": orig_conf, "orig_outcome": outcome(orig_label, truth),
@@ -210,6 +247,17 @@ def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, 
             print(f"{path[:60]:60s} {truth[:8]:8s} ours {str(label):15s} orig {str(orig_label):15s} "
                   f"{'cached' if hit else f'{time.perf_counter() - t0:.1f} s'}", file=sys.stderr)
     return rows
+
+
+def update_card(card_path: Path, classifier: ActionClassifier, rows: list[dict], meta: dict) -> None:
+    """Write the results into the model card (JSON, then its Markdown), for this model file only."""
+    from models.action.train import card_markdown
+
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["real_footage"] = {"model_sha256": classifier.sha256, "header": header(rows, meta),
+                            "table": summary_table(rows), "threshold_sweep": threshold_sweep(rows)}
+    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    card_path.with_suffix("").with_suffix(".card.md").write_text(card_markdown(card), encoding="utf-8")
 
 
 def main(argv=None) -> int:
@@ -224,6 +272,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="only clips whose path contains one of these")
     p.add_argument("--markdown", default=None, help="write the Markdown report here")
     p.add_argument("--json", default=None, help="write per-clip rows here")
+    p.add_argument("--update-card", action="store_true", help="write the results into the action model's card")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
 
@@ -240,8 +289,8 @@ def main(argv=None) -> int:
         print(f"warning: the original model is not run: {exc}", file=sys.stderr)
     rows = run(clip_dir, Path(a.cache), a.stride, classifier, seed, a.imgsz, a.only, a.quiet)
     from models.pose import DEFAULT_IMGSZ, DEFAULT_RECT
-    meta = {"model": f"{classifier.name} {classifier.version}", "dir": a.dir if a.dir != str(DEFAULT_DIR)
-            else "../shared/real-clips", "stride": a.stride,
+    meta = {"model": f"{classifier.name} {classifier.version}", "threshold": classifier.uncertain_threshold,
+            "dir": a.dir if a.dir != str(DEFAULT_DIR) else "../shared/real-clips", "stride": a.stride,
             "pose": f"YOLO11n-pose ONNX {a.imgsz or DEFAULT_IMGSZ}{' rect' if DEFAULT_RECT else ''} at "
                     f"{classifier.fps:g} Hz",
             "command": "python bench/real_footage.py" + (f" {' '.join(argv)}" if argv else
@@ -251,6 +300,8 @@ def main(argv=None) -> int:
     if a.markdown:
         Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(a.markdown).write_text(text, encoding="utf-8")
+    if a.update_card:
+        update_card(classifier.card_path, classifier, rows, meta)
     if a.json:
         Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1), encoding="utf-8")
     return 0

@@ -53,6 +53,16 @@ def test_int8_accuracy_on_fresh_heldout_windows(clf):
     assert acc >= 0.95, acc
 
 
+def test_a_window_and_its_mirror_image_get_the_same_probabilities(clf):
+    """The card asks for test-time mirroring: the output is the mean over a window and its mirror image, so a
+    mirrored video (left and right swapped) gets the same answer."""
+    from models.layouts import flip_horizontal
+    assert clf.mirror
+    x, _ = synth.generate_windows(2, "test", seed=77)
+    k = remap(x, "openpose18", clf.layout)
+    np.testing.assert_allclose(clf.predict(k), clf.predict(flip_horizontal(k, clf.layout, 640.0)), atol=1e-4)
+
+
 def test_predict_accepts_features_and_rejects_wrong_windows(clf):
     x, _ = synth.generate_windows(1, "test", seed=1)
     k = remap(x, "openpose18", clf.layout)
@@ -95,8 +105,9 @@ def test_timeline_labels_each_action_from_coco_tracks(clf, fps):
 def test_timeline_finds_two_actions_in_order(clf):
     seq = synth.generate_sequence([(1, 4.0), (4, 4.0)], split="test", seed=7)
     r = classify_extraction(_extraction([_coco_track(seq, 22.0)], 22.0, len(seq)), clf, stride=4)
-    labels = [s["label"] for s in r["persons"][0]["segments"] if s["end_s"] - s["start_s"] > 0.5]
-    assert labels[0] == "JUMPING_JACKS" and labels[-1] == "WAVING_1HAND", r["persons"][0]["segments"]
+    labels = [s["label"] for s in r["persons"][0]["segments"]
+              if s["end_s"] - s["start_s"] > 0.5 and s["label"] != "uncertain"]
+    assert labels == ["JUMPING_JACKS", "WAVING_1HAND"], r["persons"][0]["segments"]
 
 
 def test_mirrored_video_keeps_the_label(clf):

@@ -63,24 +63,34 @@ def test_heldout_split_uses_other_generator_ranges():
     te = [synth.sample_subject(rng, "test") for _ in range(200)]
     for key in ("shoulder_w", "yaw_deg", "center_x"):
         lo, hi = synth.SPLIT_PARAMS["train"][key][0]
-        assert all(lo <= s[key] <= hi for s in tr)
+        # side and back views are drawn alike in every split, beyond the split's yaw range
+        assert all(lo <= s[key] <= hi for s in tr if key != "yaw_deg" or s["view"] == "front")
         assert all(not (lo < s[key] < hi) for s in te), key
+    views = [s["view"] for s in tr]
+    assert 0.1 < views.count("side") / len(views) < 0.3 and 0.02 < views.count("back") / len(views) < 0.15
+    assert all(abs(s["yaw_deg"]) > 40 for s in tr + te if s["view"] != "front")
 
 
 def test_generated_actions_look_like_the_actions():
     rng = np.random.default_rng(7)
     s = synth.sample_subject(rng, "train")
-    s.update(p_drop=0.0, p_occlude=0.0, yaw_deg=0.0, roll_deg=0.0, feet_y=420.0, stature_px=300.0)
+    s.update(p_drop=0.0, p_occlude=0.0, yaw_deg=0.0, roll_deg=0.0, feet_y=420.0, stature_px=300.0, jitter=0.004)
     j = {n: i for i, n in enumerate(OPENPOSE18)}
 
     def render(a):
         return synth.render([(a, 64)], np.random.default_rng(1), subject=s)
 
-    jacks, jump, wave2 = render(1), render(0), render(3)
-    # jumping jacks raise the wrists above the head; jumping keeps them low but moves the hips
+    jacks, jump, wave2, clap = render(1), render(0), render(3), render(5)
+    # jumping jacks raise the wrists above the head and open the legs; jumping moves the hips, feet together
     assert (jacks[:, j["l_wrist"], 1] < jacks[:, j["nose"], 1]).mean() > 0.2
-    assert (jump[:, j["l_wrist"], 1] < jump[:, j["nose"], 1]).mean() == 0
+    ankles = np.abs(jacks[:, j["l_ankle"], 0] - jacks[:, j["r_ankle"], 0])
+    assert np.ptp(ankles) > 20
+    assert np.ptp(np.abs(jump[:, j["l_ankle"], 0] - jump[:, j["r_ankle"], 0])) < 0.5 * np.ptp(ankles)
     assert np.ptp(jump[:, j["r_hip"], 1]) > 15
+    # clapping: the wrists come close together, then part, at the body's midline
+    ww = np.abs(clap[:, j["l_wrist"], 0] - clap[:, j["r_wrist"], 0])
+    sw = np.abs(clap[:, j["l_shoulder"], 0] - clap[:, j["r_shoulder"], 0]).mean()
+    assert ww.min() < 0.5 * sw and ww.max() > ww.min() + 0.15 * sw
     # two-hand waving keeps both wrists above the shoulders all the time
     assert (wave2[:, j["l_wrist"], 1] < wave2[:, j["l_shoulder"], 1]).all()
     assert (wave2[:, j["r_wrist"], 1] < wave2[:, j["r_shoulder"], 1]).all()
@@ -107,6 +117,22 @@ def test_person_normalization_is_invariant_to_framing():
     fb = window_features(moved, "openpose17", "frame")
     assert np.abs(fa - fb).max() > 0.05  # frame-size normalization is not
     assert a.shape == (6, 32, 34) and np.isfinite(a).all()
+
+
+def test_person_scale_holds_in_a_side_view_without_hips():
+    """Upper body, no hips: the scale must not collapse when the shoulders overlap (a profile view)."""
+    rng = np.random.default_rng(2)
+    s = synth.sample_subject(rng, "train")
+    s.update(p_drop=0.0, p_occlude=0.0, feet_y=440.0, stature_px=300.0, pitch_deg=0.0, roll_deg=0.0)
+    feats = {}
+    for yaw in (0.0, 88.0):
+        s["yaw_deg"] = yaw
+        x = synth.render([(5, 32)], np.random.default_rng(0), subject=s)
+        k = remap(x[None], "openpose18", "openpose17")
+        k[:, :, [7, 8, 9, 10, 11, 12]] = 0  # hips, knees, ankles out of the frame
+        feats[yaw] = window_features(k, "openpose17", "person")
+    spread = {yaw: np.abs(f[f != 0]).max() for yaw, f in feats.items()}
+    assert spread[88.0] < 2.0 * spread[0.0], spread
 
 
 def test_features_survive_missing_hips_and_empty_windows():
@@ -154,9 +180,10 @@ def test_negatives_cover_every_kind_and_are_deterministic():
     np.testing.assert_array_equal(x, x2)
     assert kinds == kinds2
     rng = np.random.default_rng(0)
+    upper = [i for i, n in enumerate(OPENPOSE18) if n in ("nose", "neck", "l_shoulder", "r_shoulder")]
     for name in synth.STILL_POSES + synth.SLOW_MOVES:
         seq = synth.render([(name, 32)], rng, split="test", camera_drift=True)
-        assert np.isfinite(seq).all() and ((seq != 0).any(-1)).mean() > 0.5, name
+        assert np.isfinite(seq).all() and ((seq[:, upper] != 0).any(-1)).mean() > 0.5, name
 
 
 def _wrist_motion(seq18):
@@ -171,10 +198,58 @@ def test_every_action_needs_its_motion():
     action frozen (time_scale 0) or nearly frozen (the slowest negative), detector jitter included."""
     for c in range(len(CLASSES)):
         s = synth.sample_subject(np.random.default_rng(c), "train")
-        s.update(jitter=0.004, p_drop=0.0, p_occlude=0.0)
+        s.update(jitter=0.004, p_drop=0.0, p_occlude=0.0, feet_y=440.0, stature_px=300.0)  # full body in view
         moving = synth.render([(c, 32)], np.random.default_rng(50 + c), subject=s, time_scale=1.0)
         frozen = synth.render([(c, 32)], np.random.default_rng(50 + c), subject=s, time_scale=0.0)
         slow = synth.render([(c, 32)], np.random.default_rng(50 + c), subject=s,
                             time_scale=synth.MAX_FROZEN_TIME_SCALE)
         m, f, sl = _wrist_motion(moving), _wrist_motion(frozen), _wrist_motion(slow)
         assert m > 2.0 * max(f, sl), (CLASSES[c], m, f, sl)
+
+
+def test_pad_indices_play_a_short_clip_back_and_forth():
+    from models.action.features import pad_indices
+    assert pad_indices(5, 12).tolist() == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3]
+    assert pad_indices(1, 4).tolist() == [0, 0, 0, 0]
+    assert pad_indices(32, 32).tolist() == list(range(32))
+    with pytest.raises(ValueError):
+        pad_indices(0, 32)
+
+
+def test_short_clip_windows_are_a_run_of_frames_played_back_and_forth():
+    from models.action.features import pad_indices
+    x, _ = synth.generate_windows(1, "train", seed=6, p_transition=0.0)
+    w = x[0]
+    s = synth.short_clip(w, np.random.default_rng(0))
+    assert s.shape == w.shape
+    # find the run: the first frames of the short clip are consecutive frames of the window
+    a0 = next(i for i in range(32) if np.array_equal(w[i], s[0]))
+    n = next(n for n in range(synth.SHORT_CLIP_FRAMES[0], synth.SHORT_CLIP_FRAMES[1] + 1)
+             if np.array_equal(w[a0:a0 + n][pad_indices(n, 32)], s))
+    assert synth.SHORT_CLIP_FRAMES[0] <= n <= synth.SHORT_CLIP_FRAMES[1]
+
+
+def test_mirror_features_are_the_features_of_the_mirrored_video():
+    from models.action.features import mirror_features
+    from models.layouts import flip_horizontal
+    x, _ = synth.generate_windows(2, "train", seed=8)
+    k = remap(x, "openpose18", "openpose17")
+    for norm in ("person", "frame"):
+        a = mirror_features(window_features(k, "openpose17", norm), "openpose17", norm)
+        b = window_features(flip_horizontal(k, "openpose17", 640.0), "openpose17", norm)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_upper_body_shots_lose_the_legs_but_keep_the_arms():
+    rng = np.random.default_rng(3)
+    subjects = [synth.sample_subject(rng, "train") for _ in range(400)]
+    upper = [s for s in subjects if s["upper_body"]]
+    front = [s for s in upper if s["view"] == "front"]  # (a side view hides the far arm at times)
+    assert 0.25 < len(upper) / len(subjects) < 0.55
+    j = {n: i for i, n in enumerate(OPENPOSE18)}
+    for i, s in enumerate(front[:20]):
+        s.update(p_drop=0.0, p_occlude=0.0)
+        seq = synth.render([(5, 32)], np.random.default_rng(i), subject=s)  # clapping
+        present = (seq != 0).any(-1)
+        assert not present[:, [j["l_ankle"], j["r_ankle"]]].any()
+        assert present[:, [j["l_shoulder"], j["r_shoulder"], j["l_wrist"], j["r_wrist"]]].mean() > 0.9

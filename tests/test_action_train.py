@@ -27,6 +27,10 @@ def test_smoke_train_exports_and_quantizes(tmp_path):
     assert "MatMulInteger" in ops and "GRU" not in ops
     card = json.loads((tmp_path / "gru_har.card.json").read_text())
     assert card["layout"] == "openpose17" and card["normalization"] == "person"
+    assert card["test_time_mirror"] is True
+    cal = card["calibration"]
+    assert cal["level"].startswith("person") and cal["n_idle"] > 0 and "windows_at_threshold" in cal
+    assert card["uncertain_threshold"] == cal["threshold"] >= 0.35
     clf = ActionClassifier(tmp_path / "gru_har_int8.onnx")
     p = clf.predict(np.zeros((2, 32, 34), np.float32))
     assert p.shape == (2, 6)

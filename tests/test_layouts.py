@@ -113,6 +113,7 @@ def test_flipped_right_hand_wave_is_a_left_hand_wave():
     s["yaw_deg"] = 0.0
     s["p_drop"] = 0.0
     s["p_occlude"] = 0.0
+    s.update(feet_y=440.0, stature_px=300.0, jitter=0.004)  # full body in view
     x = synth.render([(4, 64)], rng, subject=s)  # WAVING_1HAND with the right hand
     f = flip_horizontal(x, "openpose18", 640)
 

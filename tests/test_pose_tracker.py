@@ -147,3 +147,16 @@ def test_occlusion_tolerance_is_the_same_in_seconds_at_any_rate(fps):
 
     assert count_tracks(0.5) == 1  # half a second behind something: the same person
     assert count_tracks(1.5) == 2  # gone for longer: a new track
+
+
+def test_a_shot_cut_ends_every_track():
+    """After a cut, whoever stands where a tracked person stood is someone else: a new track."""
+    tr = PoseTracker(min_hits=2)
+    for i in range(10):
+        tr.update(i, i / 22.0, dets(person(200.0), person(400.0)))
+    tr.cut()
+    for i in range(10, 20):
+        tr.update(i, i / 22.0, dets(person(205.0), person(400.0)))
+    tracks = tr.finish()
+    assert len(tracks) == 4
+    assert sorted((float(t.times[0]), float(t.times[-1])) for t in tracks)[::2] == [(0.0, 9 / 22.0), (10 / 22.0, 19 / 22.0)]

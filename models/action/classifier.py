@@ -8,7 +8,7 @@ import numpy as np
 
 from ..hashing import sha256_file  # noqa: F401 (re-exported)
 from ..layouts import get_layout
-from .features import window_features
+from .features import mirror_features, window_features
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "action"
 DEFAULT_MODEL = ARTIFACTS / "gru_har_int8.onnx"
@@ -68,6 +68,8 @@ class ActionClassifier:
         self.max_gap: int = int(c.get("features", {}).get("max_gap", 4))
         self.min_keypoint_conf: float = float(c.get("features", {}).get("min_keypoint_conf", 0.3))
         self.uncertain_threshold: float = float(c["uncertain_threshold"])
+        # average each window's output with its mirror image's (the card says whether the model was calibrated so)
+        self.mirror: bool = bool(c.get("test_time_mirror", False))
         self.name: str = c.get("name", self.model_path.stem)
         self.version: str = str(c.get("version", "0"))
         self._check_card()
@@ -106,6 +108,11 @@ class ActionClassifier:
             return np.zeros((0, len(self.classes)), np.float32)
         if not np.isfinite(x).all():  # never feed NaN/inf to the model: treat such features as missing (0)
             x = np.where(np.isfinite(x), x, 0.0).astype(np.float32)
-        out = [self.session.run(["probs"], {self.input_name: x[i:i + batch_size]})[0]
-               for i in range(0, len(x), batch_size)]
-        return np.concatenate(out).astype(np.float32)
+        probs = self._run(x, batch_size)
+        if self.mirror:
+            probs = (probs + self._run(mirror_features(x, self.layout, self.normalization), batch_size)) / 2
+        return probs.astype(np.float32)
+
+    def _run(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        return np.concatenate([self.session.run(["probs"], {self.input_name: x[i:i + batch_size]})[0]
+                               for i in range(0, len(x), batch_size)])

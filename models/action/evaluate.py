@@ -5,6 +5,8 @@ import time
 
 import numpy as np
 
+from .features import mirror_features
+
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
     cm = np.zeros((n_classes, n_classes), np.int64)
@@ -40,12 +42,20 @@ def onnx_session(path, threads: int = 1):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def onnx_probs(path_or_session, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def onnx_probs(path_or_session, x: np.ndarray, batch_size: int = 256, mirror: tuple | None = None) -> np.ndarray:
+    """Probabilities of an ONNX action model on features ``x``; with ``mirror=(layout, normalization)`` the mean
+    over each window and its mirror image (:func:`features.mirror_features`), as the classifier does when its
+    card asks for it."""
     sess = path_or_session if hasattr(path_or_session, "run") else onnx_session(path_or_session)
     name = sess.get_inputs()[0].name
     x = np.asarray(x, np.float32)
-    return np.concatenate([sess.run(["probs"], {name: x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+
+    def run(v):
+        return np.concatenate([sess.run(["probs"], {name: v[i:i + batch_size]})[0]
+                               for i in range(0, len(v), batch_size)])
+    if mirror is None:
+        return run(x)
+    return (run(x) + run(mirror_features(x, *mirror))) / 2
 
 
 def latency(path, x_one: np.ndarray, runs: int = 200, threads: int = 1, batch: int = 64) -> dict:

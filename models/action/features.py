@@ -9,7 +9,8 @@ Two normalizations:
 - ``"frame"`` (the original app's): x / frame width, y / frame height.
 - ``"person"``: centred on the window's mean hip midpoint (neck/shoulder midpoint as a
   fallback), scaled by the window's median torso length (shoulder midpoint to hip midpoint;
-  shoulder width or body height as fallbacks when hips or shoulders are missing). The centre and
+  when the hips are missing, the larger of 1.25 x the shoulder width and 2.7 x the nose's distance to
+  the shoulder midpoint, which holds in a side view where the shoulders overlap; body height last). The centre and
   scale are per *window*, not per frame, so whole-body motion (jumping) is kept.
 
 Short gaps (a joint missing for at most ``max_gap`` consecutive frames) are linearly
@@ -21,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from ..layouts import get_layout, present_mask
+from ..layouts import flip_permutation, get_layout, present_mask
 
 NORMALIZATIONS = ("person", "frame")
 MAX_GAP = 4
@@ -104,6 +105,10 @@ def person_frame(xy: np.ndarray, present: np.ndarray, layout) -> tuple[np.ndarra
     sw = np.linalg.norm(xy[..., j["l_shoulder"], :] - xy[..., j["r_shoulder"], :], axis=-1)
     sw_ok = present[..., j["l_shoulder"]] & present[..., j["r_shoulder"]]
     scale_sw = _nanmedian_frames(sw, sw_ok) * 1.25  # torso ~ 1.25 x shoulder width (frontal)
+    # the shoulders overlap in a side view: the nose's distance to the shoulder midpoint does not (torso ~ 2.7 x it)
+    head = np.linalg.norm(xy[..., j["nose"], :] - sh, axis=-1)
+    scale_head = _nanmedian_frames(head, sh_ok & present[..., j["nose"]]) * 2.7
+    scale_sw = np.fmax(scale_sw, scale_head)  # NaN only where both are missing
     # extent of all present joints / 3 as the last resort
     ys = np.where(present, xy[..., 1], np.nan)
     with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -143,3 +148,22 @@ def window_features(kpts: np.ndarray, layout, normalization: str = "person",
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}")
     f = np.where(present[..., None], f, 0.0).astype(np.float32)
     return f.reshape(f.shape[0], f.shape[1], -1)
+
+
+def mirror_features(f: np.ndarray, layout, normalization: str = "person") -> np.ndarray:
+    """Features (N, W, 2K) of the horizontally mirrored video: x negated about the person's centre ("person") or
+    x -> 1 - x ("frame"), and every left/right joint pair swapped. Missing joints (0, 0) stay missing. The model
+    is trained on mirrored windows as well, so averaging its output over a window and its mirror image removes
+    any left/right bias it has left (test-time augmentation)."""
+    f = np.asarray(f, np.float32)
+    N, W, F = f.shape
+    k = f.reshape(N, W, F // 2, 2).copy()
+    present = (k != 0).any(-1)
+    if normalization == "person":
+        k[..., 0] = -k[..., 0]
+    elif normalization == "frame":
+        k[..., 0] = np.where(present, 1.0 - k[..., 0], 0.0)
+    else:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}")
+    k = k[:, :, flip_permutation(layout)]
+    return k.reshape(N, W, F)

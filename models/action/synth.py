@@ -32,8 +32,9 @@ import numpy as np
 
 from ..layouts import OPENPOSE18
 from .dataset import CLASSES, FPS, FRAME_H, FRAME_W, WINDOW
+from .features import pad_indices
 
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 IDLE = -1  # pseudo-label for idle / transition frames
 
 # (low, high) ranges; the test split samples from ``test`` ranges, given as lists of intervals.
@@ -44,7 +45,7 @@ SPLIT_PARAMS: dict[str, dict[str, list[tuple[float, float]]]] = {
         "hip_w": [(0.11, 0.15)],
         "arm_len": [(0.30, 0.35)],            # upper arm + forearm / stature
         "leg_len": [(0.47, 0.52)],            # hip joint to ankle / stature
-        "yaw_deg": [(-25.0, 25.0)],           # body turned away from the camera
+        "yaw_deg": [(-40.0, 40.0)],           # body turned away from the camera
         "pitch_deg": [(-8.0, 8.0)],
         "roll_deg": [(-4.0, 4.0)],
         "center_x": [(0.30, 0.70)],           # hip midpoint x / frame width
@@ -56,7 +57,7 @@ SPLIT_PARAMS: dict[str, dict[str, list[tuple[float, float]]]] = {
         "hip_w": [(0.09, 0.11), (0.15, 0.17)],
         "arm_len": [(0.28, 0.30), (0.35, 0.37)],
         "leg_len": [(0.45, 0.47), (0.52, 0.54)],
-        "yaw_deg": [(-35.0, -25.0), (25.0, 35.0)],
+        "yaw_deg": [(-55.0, -40.0), (40.0, 55.0)],
         "pitch_deg": [(-12.0, -8.0), (8.0, 12.0)],
         "roll_deg": [(-7.0, -4.0), (4.0, 7.0)],
         "center_x": [(0.20, 0.30), (0.70, 0.80)],
@@ -72,8 +73,19 @@ BASE_TEMPO_HZ = {
     2: (0.8, 1.5),   # BOXING (one cycle = a punch with each hand)
     3: (1.2, 2.4),   # WAVING_2HANDS
     4: (1.2, 2.4),   # WAVING_1HAND
-    5: (1.5, 3.0),   # CLAPPING_HANDS
+    5: (0.9, 4.0),   # CLAPPING_HANDS: slow single claps to fast applause
 }
+# share of sequences filmed as an upper-body shot: the frame's bottom edge cuts the body between mid-thigh and
+# waist, and the visible part fills half to most of the frame height (close-ups, seated people, webcams)
+P_UPPER_BODY = 0.4
+UPPER_BODY_CUT = (0.36, 0.62)   # height of the frame's bottom edge above the feet / stature: mid-thigh to waist
+UPPER_BODY_FILL = (0.5, 0.85)   # visible part of the body / frame height (headroom for raised hands)
+# windows of short clips: a share of windows keep only 15..31 of their frames, played back and forth to fill
+# the window (features.pad_indices), as the timeline does for tracks shorter than one window
+SHORT_CLIP_FRAMES = (15, 31)
+# views beyond the split's yaw range, in every split: the person seen from the side (profile) or from behind
+P_SIDE_VIEW, SIDE_VIEW_YAW = 0.2, (60.0, 95.0)
+P_BACK_VIEW, BACK_VIEW_YAW = 0.07, (150.0, 210.0)
 
 
 def _u(rng: np.random.Generator, intervals) -> float:
@@ -104,7 +116,21 @@ def sample_subject(rng: np.random.Generator, split: str = "train") -> dict:
     lo = max(stature + 20.0, 0.6 * FRAME_H)
     hi = max(lo + 1.0, FRAME_H + 0.15 * stature)
     s["feet_y"] = float(rng.uniform(lo, hi))
-    s["jitter"] = float(rng.uniform(0.002, 0.010))       # per-joint noise / stature
+    view = rng.random()
+    s["view"] = "front"
+    if view < P_SIDE_VIEW:
+        s["view"], s["yaw_deg"] = "side", float(rng.choice([-1.0, 1.0]) * rng.uniform(*SIDE_VIEW_YAW))
+    elif view < P_SIDE_VIEW + P_BACK_VIEW:
+        s["view"], s["yaw_deg"] = "back", float((rng.uniform(*BACK_VIEW_YAW) + 180.0) % 360.0 - 180.0)
+    s["upper_body"] = bool(rng.random() < P_UPPER_BODY)
+    if s["upper_body"]:
+        cut = rng.uniform(*UPPER_BODY_CUT)
+        s["stature_px"] = stature = float(rng.uniform(*UPPER_BODY_FILL) * FRAME_H / (1.0 - cut))
+        s["feet_y"] = float(FRAME_H + cut * stature)
+    # per-joint noise / stature, log-uniform: a sharp large person to a small blurred one in a low-resolution clip
+    s["jitter"] = float(np.exp(rng.uniform(np.log(0.002), np.log(0.025))))
+    if s["upper_body"]:  # the detector's noise follows the visible part's size, not the whole body's
+        s["jitter"] *= 1.0 - (s["feet_y"] - FRAME_H) / s["stature_px"]
     s["shake"] = float(rng.uniform(0.0, 0.004))          # per-frame global shake / stature
     s["p_drop"] = float(rng.uniform(0.0, 0.05))          # per joint-frame drop probability
     s["p_occlude"] = float(rng.uniform(0.0, 0.35))       # chance of a short limb occlusion
@@ -171,12 +197,24 @@ def _targets(action: int, t: np.ndarray, s: dict, rng: np.random.Generator) -> d
         sp = np.sin(ph)
         out["root_y"] = h * np.maximum(sp, 0) - crouch * np.maximum(-sp, 0) ** 1.5
         out["airborne"] = np.maximum(sp, 0) * h
-        swing = rng.uniform(0.15, 0.45) * amp
-        a = 0.12 + swing * np.maximum(sp, 0) + 0.08 * np.maximum(-sp, 0)  # abduction-ish
-        fwd = rng.uniform(0.05, 0.25) + 0.3 * swing * sp
+        style = rng.choice(4, p=[0.35, 0.25, 0.2, 0.2])
+        if style == 0:  # arms low, swinging a little
+            swing = rng.uniform(0.15, 0.45) * amp
+            a = 0.12 + swing * np.maximum(sp, 0) + 0.08 * np.maximum(-sp, 0)  # abduction-ish
+            fwd = rng.uniform(0.05, 0.25) + 0.3 * swing * sp
+        elif style == 1:  # arms swing forward and up on take-off, back down on landing
+            swing = rng.uniform(0.8, 2.2) * amp
+            a = 0.1 + 0.35 * swing * np.maximum(sp, 0) + rng.uniform(0.0, 0.3)
+            fwd = rng.uniform(0.1, 0.3) + 0.6 * swing * np.maximum(sp, 0)
+        elif style == 2:  # arms up over the head (a trampoline, a celebration), moving with the jump
+            a = rng.uniform(2.3, 3.0) - 0.15 * sp
+            fwd = rng.uniform(-0.05, 0.3) * one
+        else:  # arms bent, hands at the chest
+            a = rng.uniform(0.5, 1.0) + 0.1 * sp
+            fwd = rng.uniform(0.45, 0.8) * one
+        r = (0.95 if style != 3 else 0.6) * arm
         for side in ("l", "r"):
-            out[f"wrist_{side}"] = np.stack([np.sin(a) * 0.95 * arm, -np.cos(a) * 0.95 * arm,
-                                             fwd * arm], -1)
+            out[f"wrist_{side}"] = np.stack([np.sin(a) * r, -np.cos(a) * r, fwd * arm], -1)
     elif action == 1:  # JUMPING_JACKS: arms and legs open and close, hop at each transition
         s_open = (1 - np.cos(ph)) / 2
         top = np.deg2rad(rng.uniform(140, 175)) * min(amp, 1.0)
@@ -222,16 +260,50 @@ def _targets(action: int, t: np.ndarray, s: dict, rng: np.random.Generator) -> d
             out[f"wrist_{side}"] = np.stack([fx, fy, 0.08 * arm * one], -1)
             out[f"pole_{side}"] = np.tile([1.0, -0.5, -0.2], (T, 1))
         out["head_tilt"] = 0.02 * np.sin(ph)
-    elif action == 5:  # CLAPPING: hands meet in front of the chest
-        gap = rng.uniform(0.25, 0.45) * arm * amp
-        c = np.cos(ph)
-        half = gap * (1 + c) / 2 + 0.01
-        hy = rng.uniform(-0.22, -0.02)
-        for side in ("l", "r"):
-            x = -0.5 * s["shoulder_w"] + half / 2
-            out[f"wrist_{side}"] = np.stack([x, hy * one, 0.45 * arm * one], -1)
-            out[f"pole_{side}"] = np.tile([0.7, -0.7, -0.2], (T, 1))
+    elif action == 5:  # CLAPPING: both hands come together, and part, at the body's midline
+        sw_full = s["shoulder_w"]
+        contact = rng.uniform(0.08, 0.45) * sw_full          # wrist separation when the palms meet
+        gap = max(rng.uniform(0.35, 1.6) * sw_full * amp, contact + 0.15 * sw_full)  # widest separation
+        where = rng.random()
+        if where < 0.6:  # chest or belly
+            hy, fwd, pole = rng.uniform(-0.24, -0.02), rng.uniform(0.25, 0.65), [0.7, -0.7, -0.2]
+        elif where < 0.85:  # face height
+            hy, fwd, pole = rng.uniform(0.0, 0.14), rng.uniform(0.2, 0.5), [0.9, -0.4, 0.0]
+        else:  # over the head
+            hy, fwd, pole = rng.uniform(0.16, 0.32), rng.uniform(0.0, 0.3), [1.0, 0.3, 0.0]
+        # how long the hands stay apart vs together, and how the motion is shared between them
+        apart = ((1 + np.cos(ph)) / 2) ** rng.uniform(0.5, 1.6)
+        sep = contact + (gap - contact) * apart
+        bal = rng.uniform(0.25, 0.75)                        # the left hand's share of the motion
+        off = rng.uniform(-0.25, 0.25) * sw_full             # where the hands meet, from the midline
+        bob = rng.uniform(0.0, 0.03) * np.sin(ph + rng.uniform(0, 2 * np.pi))
+        # body x (person's left +) -> each shoulder's outward x
+        xl = (off + bal * sep) - sw_full / 2
+        xr = (1 - bal) * sep - off - sw_full / 2
+        for side, x in (("l", xl), ("r", xr)):
+            out[f"wrist_{side}"] = np.stack([x, (hy + bob) * one, fwd * arm * one], -1)
+            out[f"pole_{side}"] = np.tile(pole, (T, 1))
+        if rng.random() < P_GROOVE:
+            _groove(out, t, ph, rng)
     return out
+
+
+P_GROOVE = 0.4  # share of clapping sequences where the body moves to the beat (dancing, singing along)
+
+
+def _groove(out: dict, t: np.ndarray, ph: np.ndarray, rng: np.random.Generator) -> None:
+    """The body moves to the rhythm while the hands act: a knee bounce on the beat (feet on the ground), a sway
+    and a slow turn of the shoulders, sometimes stepping from foot to foot. Far smaller than a jump."""
+    beat = ph * rng.choice([0.5, 1.0]) + rng.uniform(0, 2 * np.pi)
+    out["root_y"] = out["root_y"] - rng.uniform(0.004, 0.025) * (1 + np.cos(beat)) / 2
+    sway = 2 * np.pi * t * rng.uniform(0.2, 0.8) + rng.uniform(0, 2 * np.pi)
+    out["lean"] = out["lean"] + rng.uniform(0.0, 0.08) * np.sin(sway)
+    out["twist"] = out["twist"] + np.deg2rad(rng.uniform(0, 15)) * np.sin(sway + rng.uniform(0, 2 * np.pi))
+    if rng.random() < 0.4:
+        shift = rng.uniform(0.01, 0.04) * np.sin(beat / 2)
+        out["root_x"] = out["root_x"] + shift
+        for side, sg in (("l", 1.0), ("r", -1.0)):  # feet stay put: the ankle moves against the hips
+            out[f"ankle_{side}"] = out[f"ankle_{side}"] - np.stack([sg * shift, 0 * t, 0 * t], -1)
 
 
 def _ik(root: np.ndarray, target: np.ndarray, l1: float, l2: float, pole: np.ndarray):
@@ -357,9 +429,17 @@ def render(segments: list[tuple[int, int]], rng: np.random.Generator, subject: d
     # --- missing joints
     present = np.ones((T, 18), bool)
     idx = {n: i for i, n in enumerate(OPENPOSE18)}
-    if abs(s["yaw_deg"]) > 12:  # the far ear turns away from the camera
-        far = "l_ear" if s["yaw_deg"] > 0 else "r_ear"
-        present[:, idx[far]] &= rng.random(T) < np.clip(1.5 - abs(s["yaw_deg"]) / 20, 0, 1)
+    ay = abs((s["yaw_deg"] + 180.0) % 360.0 - 180.0)  # 0 = facing the camera, 180 = seen from behind
+    far = "l" if s["yaw_deg"] > 0 else "r"
+    if 12 < ay < 125:  # the far ear turns away from the camera
+        present[:, idx[f"{far}_ear"]] &= rng.random(T) < np.clip(1.5 - ay / 20, 0, 1)
+    if 55 < ay < 125:  # profile: the far eye is hidden, the far arm often behind the body
+        present[:, idx[f"{far}_eye"]] &= rng.random(T) < 0.1
+        for part in ("shoulder", "elbow", "wrist"):
+            present[:, idx[f"{far}_{part}"]] &= rng.random(T) >= 0.25
+    if ay >= 125:  # from behind: no face
+        for name in ("nose", "l_eye", "r_eye"):
+            present[:, idx[name]] &= rng.random(T) < 0.1
     present &= rng.random((T, 18)) >= s["p_drop"]
     if artefacts:
         u, v, present = _detector_artefacts(u, v, present, s, rng, fps)
@@ -556,12 +636,22 @@ def _negative_segment(kind: str, rng: np.random.Generator, n: int) -> tuple[list
     raise ValueError(f"kind must be one of {NEGATIVE_KINDS}")
 
 
+def short_clip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A window (T, J, 2) cut to a random run of SHORT_CLIP_FRAMES frames, played back and forth to fill it."""
+    T = len(x)
+    n = int(rng.integers(SHORT_CLIP_FRAMES[0], min(SHORT_CLIP_FRAMES[1], T - 1) + 1))
+    a0 = int(rng.integers(0, T - n + 1))
+    return x[a0:a0 + n][pad_indices(n, T)]
+
+
 def generate_negatives(n: int, split: str = "train", seed: int = 0, window: int = WINDOW,
-                       p_drift: float = 0.8, p_hard: float = 0.4, mix=NEGATIVE_MIX) -> tuple[np.ndarray, list[str]]:
+                       p_drift: float = 0.8, p_hard: float = 0.4, mix=NEGATIVE_MIX,
+                       p_short: float = 0.0) -> tuple[np.ndarray, list[str]]:
     """``n`` windows with no action (N, window, 18, 2) pixels and their kinds (NEGATIVE_KINDS): idle
     stance, frozen/near-frozen action frames, everyday still poses, slow non-action movement; most
     with a slow camera pan/zoom (``p_drift``); a share ``p_hard`` with a real detector's errors on a hard
-    person (seen from the side, cut by the frame edge, wobbling/flickering/swapped joints)."""
+    person (seen from the side, cut by the frame edge, wobbling/flickering/swapped joints); a share ``p_short``
+    are short clips (:func:`short_clip`)."""
     rng = np.random.default_rng(seed)
     mix = np.asarray(mix, np.float64) / np.sum(mix)
     xs, kinds = [], []
@@ -574,8 +664,9 @@ def generate_negatives(n: int, split: str = "train", seed: int = 0, window: int 
             subj["yaw_deg"] = float(rng.choice([-1.0, 1.0]) * rng.uniform(35.0, 85.0))
         if hard and rng.random() < 0.4:  # cut by the left or right edge of the frame
             subj["center_x"] = float(rng.uniform(-0.03, 0.08) if rng.random() < 0.5 else rng.uniform(0.92, 1.03))
-        xs.append(render(segs, rng, subject=subj, time_scale=ts, camera_drift=bool(rng.random() < p_drift),
-                         artefacts=hard))
+        x = render(segs, rng, subject=subj, time_scale=ts, camera_drift=bool(rng.random() < p_drift),
+                   artefacts=hard)
+        xs.append(short_clip(x, rng) if p_short > 0 and rng.random() < p_short else x)
         kinds.append(kind)
     x = np.stack(xs) if xs else np.zeros((0, window, len(OPENPOSE18), 2), np.float32)
     return x, kinds
@@ -583,13 +674,14 @@ def generate_negatives(n: int, split: str = "train", seed: int = 0, window: int 
 
 def generate_windows(n_per_class: int, split: str = "train", seed: int = 0, window: int = WINDOW,
                      p_transition: float = 0.3, classes=range(len(CLASSES)), p_drift: float = 0.3,
-                     p_artefacts: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                     p_artefacts: float = 0.0, p_short: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Independent labelled windows: x (N, window, 18, 2) pixels, y (N,) 0-based labels.
 
     With probability ``p_transition`` a window starts or ends with 2..8 idle/transition frames; with
     probability ``p_drift`` the camera pans/zooms slowly (so camera motion alone never means "idle"); with
     probability ``p_artefacts`` the detector errors of the hard negatives are added too (training only, so
-    those errors alone never mean "no action").
+    those errors alone never mean "no action"); with probability ``p_short`` the window is a short clip
+    (:func:`short_clip`).
     """
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -602,7 +694,8 @@ def generate_windows(n_per_class: int, split: str = "train", seed: int = 0, wind
                 segs = [(c, window)]
             drift = bool(rng.random() < p_drift)
             art = bool(p_artefacts > 0 and rng.random() < p_artefacts)
-            xs.append(render(segs, rng, split=split, camera_drift=drift, artefacts=art))
+            x = render(segs, rng, split=split, camera_drift=drift, artefacts=art)
+            xs.append(short_clip(x, rng) if p_short > 0 and rng.random() < p_short else x)
             ys.append(c)
     x = np.stack(xs)
     y = np.asarray(ys, np.int64)

@@ -77,6 +77,21 @@ def window_starts(n: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+def window_plan(n: int, window: int, stride: int) -> tuple[list[int], bool]:
+    """The windows the timeline classifies over a track of ``n`` (resampled) frames: their start indices, and
+    whether the track is shorter than one window (then one window of its frames played back and forth)."""
+    if n < window:
+        return ([0] if n > 0 else []), True
+    return window_starts(n, window, stride), False
+
+
+def cut_windows(frames: np.ndarray, starts: list[int], padded: bool, window: int) -> np.ndarray:
+    """The windows of :func:`window_plan` cut from ``frames`` (T, ...) -> (len(starts), window, ...)."""
+    if padded:
+        return frames[pad_indices(len(frames), window)][None]
+    return np.stack([frames[s:s + window] for s in starts])
+
+
 def smooth_labels(labels: list[str]) -> list[str]:
     """Remove one-window flickers: A B A -> A A A."""
     out = list(labels)
@@ -156,12 +171,11 @@ def _classify_track(track: PoseTrack, layout, classifier, classes, W, fps, strid
     k = remap(k, layout, classifier.layout)
     grid, kr = resample_track(track.times, k, fps, src_fps)
     filled = (kr[..., 2] > 0).sum(-1) >= MIN_JOINTS_PER_FRAME
-    padded = len(grid) < W  # a short track: one window of its frames played back and forth
-    starts = [0] if padded else window_starts(len(grid), W, stride)
+    starts, padded = window_plan(len(grid), W, stride)
     starts = [s for s in starts if filled[s:s + W].mean() >= MIN_FILLED_FRACTION]
     if not starts:
         return None
-    wins = kr[pad_indices(len(grid), W)][None] if padded else np.stack([kr[s:s + W] for s in starts])
+    wins = cut_windows(kr, starts, padded, W)
     probs = classifier.predict(wins, frame_size=frame_size)
     conf = probs.max(1)
     raw = [classes[i] if c >= thr else UNCERTAIN for i, c in zip(probs.argmax(1), conf)]

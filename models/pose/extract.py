@@ -8,33 +8,43 @@ import numpy as np
 
 from ..tracks import PoseExtraction
 from ..video import effective_fps, expected_sample_count, probe_video, sample_frames
+from .shots import ShotDetector
 from .tracker import PoseTracker
 
 Progress = Callable[[int, int], None]
+# what a PoseExtraction holds depends on this code as well as on the pose model and settings: caches of
+# extractions key on it (2: tracks end at shot boundaries)
+EXTRACTION_VERSION = 2
 
 
 def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float | None = 22.0, batch_size: int = 8,
-                   progress: Progress | None = None, tracker: PoseTracker | None = None) -> PoseExtraction:
+                   progress: Progress | None = None, tracker: PoseTracker | None = None,
+                   shots: ShotDetector | None = None) -> PoseExtraction:
     """Run ``estimator`` on ``video_path`` resampled to ``target_fps`` and track the persons.
 
     ``progress(done_frames, total_frames)`` is called after every batch; ``total_frames`` is the expected
     number of sampled frames (from the container's frame count; raised to ``done_frames`` if the file holds
-    more); the last call has ``done_frames == total_frames``. Raises :class:`models.video.VideoError` for
-    files that are not usable videos.
+    more); the last call has ``done_frames == total_frames``. Tracks end at shot boundaries (hard cuts, see
+    :mod:`models.pose.shots`; their times are in ``meta["shot_cuts_s"]``). Raises
+    :class:`models.video.VideoError` for files that are not usable videos.
     """
     info = probe_video(video_path)
     total = expected_sample_count(info, target_fps)
     sampled_fps = effective_fps(info, target_fps)
     tracker = tracker or PoseTracker.for_rate(sampled_fps)
+    shots = shots or ShotDetector()
     times: list[float] = []
+    cuts: list[float] = []
     batch_imgs: list[np.ndarray] = []
-    batch_meta: list[tuple[int, float]] = []
+    batch_meta: list[tuple[int, float, bool]] = []
     batch_size = max(1, int(batch_size))
 
     def flush() -> None:
         if not batch_imgs:
             return
-        for (idx, t), dets in zip(batch_meta, estimator.predict(batch_imgs)):
+        for (idx, t, cut), dets in zip(batch_meta, estimator.predict(batch_imgs)):
+            if cut:
+                tracker.cut()
             tracker.update(idx, t, dets)
         batch_imgs.clear()
         batch_meta.clear()
@@ -43,8 +53,11 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
 
     for idx, t, frame in sample_frames(video_path, target_fps):
         times.append(t)
+        cut = shots.is_cut(frame)
+        if cut:
+            cuts.append(round(float(t), 3))
         batch_imgs.append(frame)
-        batch_meta.append((idx, t))
+        batch_meta.append((idx, t, cut))
         if len(batch_imgs) >= batch_size:
             flush()
     flush()
@@ -69,6 +82,8 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         "codec": info.codec,
         "target_fps": target_fps,
         "tracker": {"max_age": tracker.max_age, "min_hits": tracker.min_hits},
+        "shot_cuts_s": cuts,
+        "extraction_version": EXTRACTION_VERSION,
     }
     return PoseExtraction(
         width=info.width,

@@ -195,6 +195,12 @@ class PoseTracker:
         self._live = still
         return out
 
+    def cut(self) -> None:
+        """A shot boundary: the next frame shows another scene, so no live track continues into it (a person seen
+        again after the cut gets a new track)."""
+        self._done += [t for t in self._live if t.track_id]
+        self._live = []
+
     def finish(self) -> list[PoseTrack]:
         """All confirmed tracks (ended and live), sorted by id."""
         tracks = [t for t in self._done + self._live if t.track_id]
