@@ -50,15 +50,6 @@ def read_labels(clip_dir: Path) -> list[tuple[str, str]]:
         return [(r["path"], r["label"]) for r in csv.DictReader(fh)]
 
 
-def source_of(path: str) -> str:
-    """The source video of a clip: for HMDB names, the part before ``_clap_`` (or any ``_<class>_``)."""
-    name = Path(path).stem
-    for marker in ("_clap_", "_jump_", "_wave_", "_punch_"):
-        if marker in name:
-            return name.split(marker)[0]
-    return name
-
-
 def pose_key(video: Path, estimator, fps: float) -> str:
     from models.pose.extract import EXTRACTION_VERSION
 
@@ -235,7 +226,7 @@ def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, 
             orig_label = "too short"
         truth_any = UNCERTAIN if truth == NONE else truth
         any_ok = (truth_any in labels) if truth != NONE else (bool(labels) and all(x == UNCERTAIN for x in labels))
-        row = {"clip": path, "truth": truth, "source": source_of(path),
+        row = {"clip": path, "truth": truth,
                "duration_s": float(ex.meta.get("duration_s") or 0.0), "tracks": len(ex.tracks),
                "ours_label": label, "ours_conf": conf, "ours_all": labels, "ours_probs": probs,
                "ours_outcome": outcome(label, truth),

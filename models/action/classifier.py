@@ -8,7 +8,8 @@ import numpy as np
 
 from ..hashing import sha256_file  # noqa: F401 (re-exported)
 from ..layouts import get_layout
-from .features import mirror_features, window_features
+from .evaluate import onnx_probs
+from .features import window_features
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "action"
 DEFAULT_MODEL = ARTIFACTS / "gru_har_int8.onnx"
@@ -108,11 +109,5 @@ class ActionClassifier:
             return np.zeros((0, len(self.classes)), np.float32)
         if not np.isfinite(x).all():  # never feed NaN/inf to the model: treat such features as missing (0)
             x = np.where(np.isfinite(x), x, 0.0).astype(np.float32)
-        probs = self._run(x, batch_size)
-        if self.mirror:
-            probs = (probs + self._run(mirror_features(x, self.layout, self.normalization), batch_size)) / 2
-        return probs.astype(np.float32)
-
-    def _run(self, x: np.ndarray, batch_size: int) -> np.ndarray:
-        return np.concatenate([self.session.run(["probs"], {self.input_name: x[i:i + batch_size]})[0]
-                               for i in range(0, len(x), batch_size)])
+        mirror = (self.layout, self.normalization) if self.mirror else None
+        return onnx_probs(self.session, x, batch_size, mirror=mirror).astype(np.float32)
