@@ -41,13 +41,17 @@ class Settings:
     pose_imgsz: int = 480  # measured: 2.4-2.7x faster than 640, 95 % of joints within 5 % of body height
     pose_threads: int = 0  # 0 = onnxruntime default
     pose_batch: int = 8
-    sample_fps: float = 0.0  # 0 = the action model's training rate
+    sample_fps: float = 0.0  # 0 = models.pose.default_sample_fps of the action model's training rate
+    pose_mode: str = "guided"  # guided: whole frames every pose_redetect_s, person crops between; full
+    pose_crop_imgsz: int = 224  # longest side of a person crop's network input (guided)
+    pose_redetect_s: float = 1.0  # the whole frame at least this often (guided)
     window_stride: int = 8
     annotate_video: bool = True
     # queues
     pose_queue: str = "pose"
     classify_queue: str = "classify"
     report_queue: str = "classify"
+    video_queue: str = "video"  # the annotated video: its own worker, so a render never holds up the next job
     task_always_eager: bool = False
     # recovery: a stage is started at most max_attempts times; a running stage beats every heartbeat_s
     # and counts as dead after stale_after_s of silence; a job waiting in a queue longer than

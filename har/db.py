@@ -37,6 +37,16 @@ FAILED = "failed"
 STATES = (QUEUED, EXTRACTING, CLASSIFYING, REPORTING, DONE, FAILED)
 TERMINAL_STATES = (DONE, FAILED)
 
+# The annotated video of a done job (``jobs.video_status``; null when none was asked for): rendered by its own
+# task after the job is done, so the results and reports never wait for it. A failed render leaves the job done.
+VIDEO_RENDERING = "rendering"
+VIDEO_READY = "ready"
+VIDEO_FAILED = "failed"
+VIDEO_STATES = (VIDEO_RENDERING, VIDEO_READY, VIDEO_FAILED)
+# The workers' view of a job: its status, except RENDERING for a done job whose annotated video is still being
+# rendered (the last stage of the workers, after the one that made the job done: har.jobs.worker_state).
+RENDERING = VIDEO_RENDERING
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -98,6 +108,9 @@ class Job(Base):
     # running stage started (the ETA counts from it, not from the first attempt).
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stage_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The annotated video: rendering | ready | failed (VIDEO_STATES), null when none was asked for; why it failed.
+    video_status: Mapped[str | None] = mapped_column(String(16))
+    video_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -5,15 +5,21 @@ States move forward only, one step at a time::
     queued → extracting → classifying → reporting → done
        └──────────┴─────────────┴────────────┴──────→ failed   (from any non-final state)
 
-``done`` and ``failed`` are final. These functions change the session only; the caller commits
-(use :func:`har.database.session_scope`), and commits *before* enqueuing the next task.
+``done`` and ``failed`` are final. A done job may still have its annotated video rendered by the workers
+(``jobs.video_status``): for them that is one more stage, ``rendering`` (:func:`worker_state`), between
+reporting and done, which the job's users never see as a state::
+
+    reporting → rendering → done     (video ready; a failure of the render: video failed, the job stays done)
+
+These functions change the session only; the caller commits (use :func:`har.database.session_scope`),
+and commits *before* enqueuing the next task.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from har.db import (
@@ -22,9 +28,13 @@ from har.db import (
     EXTRACTING,
     FAILED,
     QUEUED,
+    RENDERING,
     REPORTING,
     STATES,
     TERMINAL_STATES,
+    VIDEO_FAILED,
+    VIDEO_READY,
+    VIDEO_RENDERING,
     Job,
     JobEvent,
     Report,
@@ -32,8 +42,11 @@ from har.db import (
     utcnow,
 )
 
-# The one forward step allowed from each state (besides failing).
-NEXT_STATE = {QUEUED: EXTRACTING, EXTRACTING: CLASSIFYING, CLASSIFYING: REPORTING, REPORTING: DONE}
+# The forward steps allowed from each state (besides failing); reporting ends in rendering when the job's
+# annotated video is to be rendered next, else in done.
+NEXT_STATES = {QUEUED: (EXTRACTING,), EXTRACTING: (CLASSIFYING,), CLASSIFYING: (REPORTING,),
+               REPORTING: (DONE, RENDERING), RENDERING: (DONE,)}
+WORKER_STATES = STATES + (RENDERING,)
 MAX_ERROR_CHARS = 2000
 
 
@@ -50,13 +63,44 @@ class JobBusy(Exception):
 
 
 def can_transition(old: str, new: str) -> bool:
-    if new not in STATES or old not in STATES:
+    """Whether a job may go from ``old`` to ``new`` (states as :func:`worker_state` gives them)."""
+    if new not in WORKER_STATES or old not in WORKER_STATES:
         return False
     if old in TERMINAL_STATES:
         return False
     if old == new:
         return True  # refreshing the current state (progress, retry) is not a change
-    return new == FAILED or NEXT_STATE.get(old) == new
+    return new == FAILED or new in NEXT_STATES.get(old, ())
+
+
+def worker_state(job: Job) -> str:
+    """The job's state for the workers: its status, or ``rendering`` while a done job's annotated video is
+    being rendered (the job is done for its users, but not finished for the workers)."""
+    if job.status == DONE and job.video_status == VIDEO_RENDERING:
+        return RENDERING
+    return job.status
+
+
+def _rendering_sql():
+    return and_(Job.status == DONE, Job.video_status == VIDEO_RENDERING)
+
+
+def worker_state_in(states) -> object:
+    """SQL condition: the job's :func:`worker_state` is one of ``states``."""
+    states = tuple(states)
+    plain = [s for s in states if s != RENDERING]
+    conditions = []
+    if plain:
+        not_rendering = or_(Job.status != DONE, Job.video_status.is_(None), Job.video_status != VIDEO_RENDERING)
+        conditions.append(and_(Job.status.in_(plain), not_rendering) if DONE in plain else Job.status.in_(plain))
+    if RENDERING in states:
+        conditions.append(_rendering_sql())
+    return or_(*conditions) if conditions else Job.id.is_(None)
+
+
+def unfinished_sql() -> object:
+    """SQL condition: the workers still have work for the job (not final, or its annotated video renders)."""
+    return or_(Job.status.not_in(TERMINAL_STATES), _rendering_sql())
 
 
 def as_utc(dt: datetime | None) -> datetime | None:
@@ -143,8 +187,13 @@ def set_status(session: Session, job: Job, status: str, message: str | None = No
     ``fields`` and ``message`` (as ``stage``) are updated and no event is written). A change of state
     clears ``enqueued_at`` (unless given): the message the job waits for now is not published yet.
     Raises :class:`TransitionError` for a transition the lifecycle forbids.
+
+    States are the workers' (:func:`worker_state`): ``rendering`` makes the job done (its ``done`` event) with
+    its annotated video to be rendered next; from ``rendering``, ``done`` marks the video ready and ``failed``
+    marks the video failed with ``message`` as the reason, and the job stays done (no event: its state does
+    not change for its users).
     """
-    old = job.status
+    old = worker_state(job)
     if not can_transition(old, status):
         raise TransitionError(f"job {job.id}: cannot go from {old!r} to {status!r}")
     for name, value in fields.items():
@@ -158,9 +207,16 @@ def set_status(session: Session, job: Job, status: str, message: str | None = No
     if old == status:
         session.flush()
         return False
-    job.status = status
     if "enqueued_at" not in fields:  # the new state's message (if any) is not published yet
         job.enqueued_at = None
+    if old == RENDERING:
+        _end_video(job, failed=status == FAILED, reason=message)
+        session.flush()
+        return True
+    if status == RENDERING:
+        job.video_status, job.video_error = VIDEO_RENDERING, None
+        status = DONE
+    job.status = status
     if status == EXTRACTING and job.started_at is None:
         job.started_at = now
     if status in TERMINAL_STATES:
@@ -178,15 +234,27 @@ def set_status(session: Session, job: Job, status: str, message: str | None = No
     return True
 
 
+def _end_video(job: Job, failed: bool, reason: str | None) -> None:
+    """The annotated video of a done job is ready, or failed for ``reason``; the job stays done."""
+    job.task_id = None
+    if failed:
+        job.video_status = VIDEO_FAILED
+        job.video_error = (reason or "The annotated video could not be rendered.").strip()[:MAX_ERROR_CHARS]
+        job.stage = "done; the annotated video failed"
+    else:
+        job.video_status, job.video_error = VIDEO_READY, None
+        job.stage = "done"
+
+
 def mark_enqueued(session: Session, job_id: str, waiting_states: tuple[str, ...], at: datetime | None = None) -> bool:
     """Record that the message of the stage ``job_id`` waits for was just published to the broker.
 
-    Only while the job still waits for that stage (its state is one of ``waiting_states`` and no worker
-    holds it); a job that a worker already took, moved on or ended is left as it is. ``updated_at`` is
+    Only while the job still waits for that stage (its :func:`worker_state` is one of ``waiting_states`` and
+    no worker holds it); a job that a worker already took, moved on or ended is left as it is. ``updated_at`` is
     not touched (bookkeeping, not a change a user sees). True when the job was marked."""
     res = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(waiting_states), (Job.task_id.is_(None)) | (Job.worker.is_(None)))
+        .where(Job.id == job_id, worker_state_in(waiting_states), (Job.task_id.is_(None)) | (Job.worker.is_(None)))
         .values(enqueued_at=at or utcnow(), updated_at=Job.updated_at),
         execution_options={"synchronize_session": False},
     )
@@ -194,15 +262,16 @@ def mark_enqueued(session: Session, job_id: str, waiting_states: tuple[str, ...]
 
 
 def fail_job(session: Session, job: Job, reason: str) -> bool:
-    """Mark ``job`` failed with a reason shown to the user. A no-op (False) if it is already final."""
-    if job.status in TERMINAL_STATES:
+    """Mark ``job`` failed with a reason shown to the user (while its annotated video renders: the video
+    failed, and the job stays done). A no-op (False) if the workers are done with it."""
+    if worker_state(job) in TERMINAL_STATES:
         return False
     return set_status(session, job, FAILED, reason)
 
 
 def stage_index(status: str) -> int:
-    """Position in the lifecycle (failed counts as final)."""
-    order = (QUEUED, EXTRACTING, CLASSIFYING, REPORTING, DONE)
+    """Position in the lifecycle of the workers' states (failed counts as final)."""
+    order = (QUEUED, EXTRACTING, CLASSIFYING, REPORTING, RENDERING, DONE)
     return len(order) if status == FAILED else order.index(status)
 
 

@@ -127,7 +127,7 @@ def timing_name(key: str) -> str:
 
 # Stage timings in the order a job goes through them (others follow, alphabetically).
 TIMING_ORDER = ("queue_wait_s", "pose_wait_s", "pose_s", "pose_extract_s", "classify_wait_s", "classify_s",
-                "report_wait_s", "annotate_s", "report_s", "total_s")
+                "report_wait_s", "annotate_s", "report_s", "total_s", "video_s")
 
 
 def timings_in_order(timings: dict | None) -> list[tuple[str, Any]]:

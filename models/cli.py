@@ -32,7 +32,7 @@ def _progress_printer(quiet: bool):
 def cmd_run(args) -> int:
     from .action.classifier import ActionClassifier
     from .action.timeline import classify_extraction
-    from .pose import load_pose_estimator
+    from .pose import default_sample_fps, load_pose_estimator
     from .pose.extract import extract_tracks
     from .video import VideoError
 
@@ -47,13 +47,21 @@ def cmd_run(args) -> int:
     except (OSError, ValueError, KeyError) as exc:  # missing/unreadable model or card, bad --imgsz
         print(f"error: cannot load the models: {exc}", file=sys.stderr)
         return 2
-    fps = args.fps if args.fps else classifier.fps
+    fps = args.fps if args.fps else default_sample_fps(classifier.fps)
     try:
         extraction = extract_tracks(args.video, estimator, target_fps=fps, batch_size=args.batch_size,
-                                    progress=_progress_printer(args.quiet))
+                                    progress=_progress_printer(args.quiet), mode=args.pose_mode,
+                                    crop_imgsz=args.crop_imgsz, redetect_s=args.redetect_s)
     except VideoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.save_extraction:
+        try:
+            Path(args.save_extraction).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.save_extraction).write_bytes(extraction.to_bytes())
+        except OSError as exc:
+            print(f"error: cannot write {args.save_extraction}: {exc}", file=sys.stderr)
+            return 2
     result = classify_extraction(extraction, classifier, stride=args.stride,
                                  uncertain_threshold=args.uncertain_threshold, min_track_s=args.min_track_s)
     text = json.dumps(result, indent=2 if args.indent else None)
@@ -151,6 +159,8 @@ def _number(kind, minimum: float, strict: bool = False, multiple_of: int | None 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pose.guided import CROP_IMGSZ, REDETECT_S
+
     p = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -159,7 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--imgsz", type=_number(int, 32, multiple_of=32), default=None,
                    help="pose model input size (default: models.pose.DEFAULT_IMGSZ, 480)")
     r.add_argument("--fps", type=_number(float, 0, strict=True), default=None,
-                   help="sampling rate (default: the action model's)")
+                   help="sampling rate (default: models.pose.default_sample_fps of the action model's rate)")
+    r.add_argument("--pose-mode", choices=("guided", "full"), default="guided",
+                   help="guided: whole frames now and then, crops around tracked persons between (default); "
+                        "full: every sampled frame whole")
+    r.add_argument("--crop-imgsz", type=_number(int, 32, multiple_of=32), default=CROP_IMGSZ,
+                   help=f"longest side of a person crop's network input (guided mode; default {CROP_IMGSZ})")
+    r.add_argument("--redetect-s", type=_number(float, 0, strict=True), default=REDETECT_S,
+                   help="the whole frame at least this often, seconds (guided mode)")
+    r.add_argument("--save-extraction", default=None, metavar="NPZ",
+                   help="also write the tracked keypoints (models.tracks.PoseExtraction bytes) here")
     r.add_argument("--stride", type=_number(int, 1), default=8, help="window stride in frames")
     r.add_argument("--out", default=None, help="write the JSON here (default: stdout)")
     r.add_argument("--threads", type=_number(int, 0), default=None)

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import cv2
 import numpy as np
 
+T = TypeVar("T")
 # Cap on how many frames probe_video decodes to find the length when the container does not say.
 _COUNT_LIMIT = 100_000
 # Frames whose timestamps probe_video reads to check the container's frame rate. A container rate above
@@ -221,3 +224,55 @@ def sample_frames(path: str | os.PathLike, target_fps: float | None = None
             out_index += 1
     finally:
         cap.release()
+
+
+_END = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` items ahead of the consumer.
+
+    Decoding (FFmpeg) and OpenCV work release the GIL, so the next frames are decoded while the pose network
+    runs on this one. Exceptions raised by ``items`` are raised here, in order; stopping early (``break``,
+    an exception in the consumer) stops the thread and closes ``items``.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        it = iter(items)
+        try:
+            for item in it:
+                if not put((True, item)):
+                    break
+        except BaseException as exc:  # handed to the consumer
+            put((False, exc))
+            return
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        put((True, _END))
+
+    thread = threading.Thread(target=run, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Run the whole service on this machine: migrations, Redis, one worker per queue, the web app.
+"""Run the whole service on this machine: migrations, Redis, one worker per queue (pose, classify, video),
+the web app.
 
     python scripts/run_local.py            # http://127.0.0.1:8000 (HAR_PORT / --port to change)
 
@@ -80,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--host", default=os.environ.get("HAR_HOST", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("HAR_PORT", "8000")))
     ap.add_argument("--web-workers", type=int, default=int(os.environ.get("HAR_WEB_WORKERS", "2")))
+    ap.add_argument("--pose-workers", type=int, default=int(os.environ.get("HAR_POSE_WORKERS", "1")),
+                    help="pose worker processes (each takes one video at a time; see the README's sizing advice)")
     args = ap.parse_args(argv)
 
     from har.config import load_settings
@@ -132,10 +135,11 @@ def main(argv=None) -> int:
     print(f"[run] redis: {env.get('HAR_REDIS_URL', settings.redis_url)}", flush=True)
 
     celery = [py, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-              "--concurrency", "1", "--without-gossip", "--without-mingle"]
-    services.append(Service("pose", celery + ["-Q", settings.pose_queue, "-n", "pose@%h"], env, 60).start())
-    queues = ",".join(dict.fromkeys([settings.classify_queue, settings.report_queue]))
-    services.append(Service("classify", celery + ["-Q", queues, "-n", "classify@%h"], env, 60).start())
+              "--without-gossip", "--without-mingle"]
+    for name, queues in worker_queues(settings).items():
+        concurrency = max(1, args.pose_workers) if name == "pose" else 1
+        services.append(Service(name, celery + ["--concurrency", str(concurrency), "-Q", ",".join(queues),
+                                                "-n", f"{name}@%h"], env, 60).start())
 
     if shutil.which("gunicorn", path=str(Path(py).parent)) or shutil.which("gunicorn"):
         gunicorn = shutil.which("gunicorn", path=str(Path(py).parent)) or shutil.which("gunicorn")
@@ -182,6 +186,19 @@ def main(argv=None) -> int:
     stop_all(services)
     print("[run] stopped", flush=True)
     return rc
+
+
+def worker_queues(settings) -> dict[str, list[str]]:
+    """One worker per kind of work: pose, classify (with the reports) and video (the annotated videos); a
+    queue that another worker already consumes (the same name in two settings) is not started twice."""
+    owner: dict[str, str] = {}
+    for name, queue in (("pose", settings.pose_queue), ("classify", settings.classify_queue),
+                        ("classify", settings.report_queue), ("video", settings.video_queue)):
+        owner.setdefault(queue, name)
+    workers: dict[str, list[str]] = {}
+    for queue, name in owner.items():
+        workers.setdefault(name, []).append(queue)
+    return workers
 
 
 def stop_all(services: list[Service]) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real redis-server, real Celery workers (one per queue), a migrated SQLite
+"""Shared fixtures: a real redis-server, real Celery workers (one per queue: pose, classify, video), a migrated SQLite
 database and a real PostgreSQL cluster, and the web app's test client on top.
 
 Everything is started once per test session in temporary directories and stopped at the end.
@@ -140,7 +140,7 @@ def postgres_url():
 
 # ------------------------------------------------------------------------------ the whole stack
 class Stack:
-    """Database + storage + two real Celery workers (queues ``pose`` and ``classify``) + the web app."""
+    """Database + storage + real Celery workers (queues ``pose``, ``classify`` and ``video``) + the web app."""
 
     def __init__(self, name: str, base: Path, database_url: str, redis_url: str):
         from har.config import load_settings
@@ -190,11 +190,18 @@ class Stack:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 
-    def start(self) -> "Stack":
+    @property
+    def queues(self) -> tuple[str, ...]:
+        s = self.settings
+        return tuple(dict.fromkeys((s.pose_queue, s.classify_queue, s.report_queue, s.video_queue)))
+
+    def start(self, queues: tuple[str, ...] | None = None) -> "Stack":
+        """Migrate the database and start one worker per queue (``queues``: only those; the others can be
+        started later with :meth:`start_worker` and :meth:`wait_ready`)."""
         from har.database import upgrade_database
 
         upgrade_database(self.settings.resolved_database_url)
-        for queue in (self.settings.pose_queue, self.settings.classify_queue):
+        for queue in self.queues if queues is None else queues:
             self.start_worker(queue)
         self.wait_ready()
         return self
@@ -260,6 +267,24 @@ class Stack:
         except TimeoutError:
             raise AssertionError(f"job {job_id} stuck at {last.get('status')}\n{self.log_text()}") from None
 
+    def wait_video(self, job_id: str, timeout: float = 240.0, client=None) -> dict:
+        """Poll ``GET /api/jobs/<id>`` until the job's annotated video is no longer rendering; returns its JSON."""
+        client = client or self.client()
+        last = {}
+
+        def settled():
+            nonlocal last
+            resp = client.get(f"/api/jobs/{job_id}")
+            assert resp.status_code == 200, resp.get_data(as_text=True)
+            last = resp.get_json()
+            return last if last["annotated_video"]["status"] != "rendering" else None
+
+        try:
+            return wait_for(settled, timeout, f"the annotated video of job {job_id}", interval=0.25)
+        except TimeoutError:
+            raise AssertionError(f"the video of job {job_id} stuck at {last.get('annotated_video')}\n"
+                                 f"{self.log_text()}") from None
+
 
 def _make_stack(name, tmp_path_factory, database_url_fn, redis_url):
     base = tmp_path_factory.mktemp(f"stack-{name}")
@@ -312,3 +337,26 @@ def sqlite_db(tmp_path):
                              pose_imgsz=int(TEST_IMGSZ), task_always_eager=False)
     upgrade_database(settings.resolved_database_url)
     return settings
+
+
+@pytest.fixture
+def video_job(sqlite_db, people_video, monkeypatch):
+    """A queued job for a real people video, with the next-stage hand-over recorded, not sent."""
+    from har.database import session_scope
+    from har.jobs import create_job
+    from har.storage import Storage
+    from models.video import probe_video
+    from worker import runtime
+
+    storage = Storage(sqlite_db.resolved_storage_dir)
+    with open(people_video, "rb") as f:
+        rel, sha, size = storage.save_upload(f, people_video.name)
+    info = probe_video(storage.path(rel))
+    with session_scope(sqlite_db) as s:
+        job_id = create_job(s, dict(path=rel, original_filename=people_video.name, sha256=sha, size_bytes=size,
+                                    container="mp4", codec=info.codec, duration_s=info.duration_s, fps=info.fps,
+                                    frame_count=info.frame_count, width=info.width, height=info.height,
+                                    rotation_deg=info.rotation_deg), {}).id
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(runtime, "hand_over", lambda settings, task, jid: sent.append((task, jid)))
+    return sqlite_db, job_id, sent

@@ -224,6 +224,40 @@ def test_resample_track_linear_motion_from_30hz():
     assert (r[(grid > 0.75) & (grid < 1.9), 1, 2] == 0).all()
 
 
+@pytest.mark.parametrize("src_fps", [11.0, 7.3])
+def test_resample_track_interpolates_a_lower_rate_up_to_the_model_rate(src_fps):
+    """Poses sampled below the model's rate are interpolated to it: linear motion exactly, a wrist's swing
+    through the frames between samples, a joint missing in one sample filled from its neighbours."""
+    t = np.arange(int(3 * src_fps)) / src_fps
+    k = np.zeros((len(t), 2, 3), np.float32)
+    k[:, 0, 0] = 40 + 100 * t
+    k[:, 1, 1] = 200 + 50 * np.sin(2 * np.pi * 1.0 * t)  # 1 Hz swing
+    k[:, :, 2] = 1
+    grid, r = resample_track(t, k, 22.0, src_fps)
+    assert len(grid) == int(np.floor(t[-1] * 22 + 1e-6)) + 1 and np.allclose(np.diff(grid), 1 / 22)
+    np.testing.assert_allclose(r[:, 0, 0], 40 + 100 * grid, atol=1e-3)
+    swing = 200 + 50 * np.sin(2 * np.pi * grid)
+    assert np.abs(r[:, 1, 1] - swing).max() < 50 * (2 * np.pi / src_fps) ** 2 / 8 + 1e-3  # a chord's sag
+    k[5, 1] = 0
+    _, r = resample_track(t, k, 22.0, src_fps)
+    assert (r[:, :, 2] == 1).all()  # a gap of 2 / src_fps is bridged
+
+
+def test_timeline_of_an_11hz_extraction_has_the_model_windows():
+    fps = 11.0
+    n = 55  # 5 s
+    nose = np.where(np.arange(n) < 27, 150.0, 450.0)  # JUMPING_JACKS then WAVING_1HAND
+    ex = extraction([make_track(n, fps=fps, nose_x=nose)], fps=fps, seconds=5.0)
+    clf = ScriptedClassifier(by_nose_x)
+    r = classify_extraction(ex, clf, stride=8)
+    (p,) = r["persons"]
+    (w,) = clf.calls
+    assert w.shape[1] == 32 and len(w) == len(p["windows"]) >= 10
+    assert r["video"]["sampled_fps"] == 11.0
+    assert all(abs((x["end_s"] - x["start_s"]) - 32 / 22) < 2e-3 for x in p["windows"])
+    assert [s["label"] for s in p["segments"]] == ["JUMPING_JACKS", "WAVING_1HAND"]
+
+
 def test_timeline_resamples_30fps_extraction_to_model_rate():
     fps = 30.0
     n = 150  # 5 s

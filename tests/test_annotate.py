@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import subprocess
 
 import cv2
 import numpy as np
@@ -21,23 +22,23 @@ HAS_FFMPEG = shutil.which("ffmpeg") is not None
 needs_ffmpeg = pytest.mark.skipif(not HAS_FFMPEG, reason="no ffmpeg on PATH")
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """(video path, extraction with one synthetic track on every sampled frame, result document)."""
-    path = make_people_video(tmp_path_factory.mktemp("annotate") / "clip.mp4", seconds=1.5, fps=30.0,
-                             size=(480, 270))
-    times = np.array([t for _i, t, _f in sample_frames(path, FPS)], np.float64)
+def synthetic_clip(path, size: tuple[int, int], seconds: float = 1.5, fps: float = FPS):
+    """(video path, extraction with one synthetic track on every frame sampled at ``fps``, result document) for a
+    people video of ``size`` (w, h)."""
+    w, h = size
+    path = make_people_video(path, seconds=seconds, fps=30.0, size=size)
+    times = np.array([t for _i, t, _f in sample_frames(path, fps)], np.float64)
     n, k = len(times), len(get_layout("coco17"))
     rng = np.random.default_rng(0)
     kpts = np.zeros((n, k, 3), np.float32)
-    kpts[..., 0] = 150 + 80 * rng.random((n, k))
-    kpts[..., 1] = 60 + 150 * rng.random((n, k))
+    kpts[..., 0] = w * (0.3 + 0.15 * rng.random((n, k)))
+    kpts[..., 1] = h * (0.2 + 0.55 * rng.random((n, k)))
     kpts[..., 2] = 0.9
+    box = np.array([0.29 * w, 0.18 * h, 0.5 * w, 0.82 * h], np.float32)
     track = PoseTrack(track_id=1, frame_indices=np.arange(n, dtype=np.int64), times=times, keypoints=kpts,
-                      boxes=np.tile(np.array([140, 50, 240, 220], np.float32), (n, 1)),
-                      scores=np.full(n, 0.9, np.float32))
-    extraction = PoseExtraction(width=480, height=270, sampled_fps=FPS, frame_times=times, tracks=[track],
-                                meta={"target_fps": FPS})
+                      boxes=np.tile(box, (n, 1)), scores=np.full(n, 0.9, np.float32))
+    extraction = PoseExtraction(width=w, height=h, sampled_fps=fps, frame_times=times, tracks=[track],
+                                meta={"target_fps": fps, "source_fps": 30.0})
     half = float(times[-1]) / 2
     result = {"persons": [{
         "track_id": 1, "label": "BOXING", "confidence": 0.9,
@@ -46,6 +47,12 @@ def clip(tmp_path_factory):
         "segments": [],
     }]}
     return path, extraction, result
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 480x270 clip (see :func:`synthetic_clip`)."""
+    return synthetic_clip(tmp_path_factory.mktemp("annotate") / "clip.mp4", (480, 270))
 
 
 def decoded(path) -> tuple[int, tuple[int, int] | None]:
@@ -84,6 +91,26 @@ def fake_ffmpeg(monkeypatch, tmp_path, script: str):
 def only_output(tmp_path, video: AnnotatedVideo) -> None:
     """The video is the only file left in its directory (no temporary file, no other format)."""
     assert sorted(p.name for p in video.path.parent.iterdir()) == [video.path.name]
+
+
+@needs_ffmpeg
+def test_poses_sampled_below_the_display_rate_are_held_between_samples(tmp_path):
+    """Poses at 11 Hz: the video still has every frame at 22 fps, and every frame shows the overlay (the last
+    sample's, never a later one)."""
+    path, extraction, result = synthetic_clip(tmp_path / "sparse.mp4", (480, 270), fps=11.0)
+    assert annotate.display_fps(extraction) == annotate.DISPLAY_FPS == 22.0
+    video = write_annotated_video(path, extraction, result, tmp_path / "out" / "annotated.mp4")
+    raw = [f for _i, _t, f in sample_frames(path, 22.0)]
+    assert video.frames == len(raw) == 2 * extraction.n_frames - 1
+    cap = cv2.VideoCapture(str(video.path))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(22.0, abs=0.01)
+    x0, x1, y = int(0.3 * 480), int(0.49 * 480), int(0.18 * 270)  # the box's top edge
+    for frame in raw:
+        ok, out = cap.read()
+        assert ok
+        edge = np.abs(out[y - 1:y + 2, x0:x1].astype(int) - frame[y - 1:y + 2, x0:x1].astype(int)).mean()
+        assert edge > 30, "the box is drawn on every frame"
+    cap.release()
 
 
 @needs_ffmpeg
@@ -147,18 +174,46 @@ def test_forced_encoders(clip, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("use_ffmpeg", [pytest.param(True, marks=needs_ffmpeg), False])
-def test_longest_side_is_capped(clip, tmp_path, monkeypatch, use_ffmpeg):
+def test_size_is_capped(clip, tmp_path, monkeypatch, use_ffmpeg):
     path, extraction, result = clip
     if not use_ffmpeg:
         hide_ffmpeg(monkeypatch, tmp_path)
-    video = write_annotated_video(path, extraction, result, tmp_path / "annotated.mp4", max_side=240)
+    video = write_annotated_video(path, extraction, result, tmp_path / "annotated.mp4", max_size=(240, 240))
     assert decoded(video.path) == (extraction.n_frames, (240, 134))  # 480x270 halved, even sizes
 
 
-def test_output_size():
-    assert output_size(640, 360) == (640, 360)
-    assert output_size(1920, 1080) == (960, 540)
-    assert output_size(1080, 1920) == (540, 960)  # portrait: the height is the longest side
-    assert output_size(3840, 2160, max_side=1280) == (1280, 720)
+def probed_size(path) -> tuple[int, int]:
+    """(w, h) of the video stream as ffprobe reads it from the file's header."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "stream=width,height", "-of", "csv=p=0:s=x", str(path)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    w, h = out.split("x")
+    return int(w), int(h)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("size,expected", [((1920, 1080), (1280, 720)), ((1080, 1920), (720, 1280))])
+def test_a_1080p_video_is_rendered_at_720p(tmp_path, size, expected):
+    """Full HD in, 720p out (landscape within 1280x720, portrait within 720x1280), every frame there."""
+    path, extraction, result = synthetic_clip(tmp_path / "hd.mp4", size, seconds=0.5)
+    video = write_annotated_video(path, extraction, result, tmp_path / "job" / "annotated.mp4")
+    assert video.encoder == "ffmpeg" and probed_size(video.path) == expected
+    assert decoded(video.path) == (extraction.n_frames, expected)
+
+
+def test_output_size_never_exceeds_720p():
+    assert annotate.MAX_SIZE == (1280, 720) and annotate.X264_PRESET in ("veryfast", "superfast")
+    assert output_size(640, 360) == (640, 360)  # never scaled up
+    assert output_size(1280, 720) == (1280, 720)
+    assert output_size(1920, 1080) == (1280, 720)
+    assert output_size(3840, 2160) == (1280, 720)
+    assert output_size(1080, 1920) == (720, 1280)  # portrait: within 720x1280
+    assert output_size(1440, 1080) == (960, 720)  # 4:3: the height is the limit
+    assert output_size(1080, 1080) == (720, 720)
+    assert output_size(2560, 1080) == (1280, 540)  # ultra-wide: the width is the limit
     assert output_size(641, 361) == (640, 360)  # even sizes (yuv420p)
     assert all(v % 2 == 0 for v in output_size(1001, 777))
+    assert output_size(3840, 2160, max_size=(640, 360)) == (640, 360)
+    for w, h in [(1920, 1080), (1080, 1920), (4000, 3000), (3000, 4000), (1234, 1235)]:
+        ow, oh = output_size(w, h)
+        assert min(ow, oh) <= 720 and max(ow, oh) <= 1280

@@ -31,20 +31,27 @@ def test_run_people_video_end_to_end(tmp_path):
     from media import make_people_video
     video = make_people_video(tmp_path / "people.mp4", seconds=2.5, fps=30.0)
     out = tmp_path / "report.json"
+    saved = tmp_path / "tracks.npz"
     proc = subprocess.run([sys.executable, "-m", "models", "run", str(video), "--imgsz", "320", "--stride", "8",
-                           "--out", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--out", str(out), "--save-extraction", str(saved), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert r["status"] == "ok"
     assert r["classes"][0] == "JUMPING" and len(r["classes"]) == 6
     assert r["video"]["width"] == 640 and r["video"]["height"] == 360
-    assert abs(r["video"]["sampled_fps"] - 22.0) < 0.5
+    # poses sampled at half the model's 22 Hz (models.pose.default_sample_fps), interpolated back by the timeline
+    assert abs(r["video"]["sampled_fps"] - 11.0) < 0.5
     assert r["models"]["action"]["name"] == "gru_har" and len(r["models"]["action"]["sha256"]) == 64
     assert r["models"]["pose"]["name"]
     assert len(r["persons"]) == 2, "the photo has two people, tracked for the whole 2.5 s clip"
     for p in r["persons"]:
         assert p["label"] in r["classes"] + ["uncertain"] and p["windows"] and p["segments"]
     assert "torch" not in proc.stderr
+    from models.tracks import PoseExtraction
+    ex = PoseExtraction.from_bytes(saved.read_bytes())
+    assert sorted(t.track_id for t in ex.tracks) == [p["track_id"] for p in r["persons"]]
+    assert ex.meta["pose_mode"] == "guided" and ex.meta["guided"]["crop_frames"] > 0
 
 
 @need_models
@@ -100,7 +107,7 @@ def test_train_command_needs_a_data_source(capsys):
 def test_video_shorter_than_min_track_s_reports_too_short_with_its_short_tracks(tmp_path, capsys):
     from media import make_people_video
     video = make_people_video(tmp_path / "short.mp4", seconds=0.5, fps=30.0)  # 11 frames at 22 Hz: 0.5 s < 0.7 s
-    assert main(["run", str(video), "--imgsz", "320", "--quiet"]) == 0
+    assert main(["run", str(video), "--imgsz", "320", "--fps", "22", "--quiet"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["status"] == "too_short" and r["persons"] == [] and r["params"]["min_track_s"] == 0.7
     assert len(r["short_tracks"]) == 2

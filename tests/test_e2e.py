@@ -16,6 +16,8 @@ from sqlalchemy import select
 from har.db import Job, JobEvent, PoseData, Prediction, Report, Segment, Track
 from har.jobs import as_utc
 from har.storage import sha256_file
+from models.video import sample_frames
+from worker.annotate import DISPLAY_FPS
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -29,7 +31,8 @@ def db_snapshot(stack, job_id) -> dict:
         return {
             "job": {c: getattr(job, c) for c in ("status", "error", "result", "timings", "overall_label",
                                                  "overall_confidence", "persons", "action_model", "pose_model",
-                                                 "frames_done", "frames_total", "updated_at")},
+                                                 "frames_done", "frames_total", "updated_at", "finished_at",
+                                                 "video_status", "video_error")},
             "events": [(e.status, as_utc(e.at), e.message) for e in
                        s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))],
             "tracks": {t.track_id: t.frames for t in s.scalars(select(Track).where(Track.job_id == job_id))},
@@ -39,6 +42,8 @@ def db_snapshot(stack, job_id) -> dict:
                                for g in s.scalars(select(Segment).where(Segment.job_id == job_id))),
             "reports": {r.kind: (r.path, r.media_type, r.size_bytes, r.sha256) for r in
                         s.scalars(select(Report).where(Report.job_id == job_id))},
+            "report_times": {r.kind: as_utc(r.created_at) for r in
+                             s.scalars(select(Report).where(Report.job_id == job_id))},
             "pose": s.scalar(select(PoseData.frames_sampled).where(PoseData.job_id == job_id)),
         }
 
@@ -53,6 +58,8 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
     client = stack.client()
     detail = stack.wait_final(job_id, client=client)
     assert detail["status"] == "done", (detail, stack.log_text())
+    detail = stack.wait_video(job_id, client=client)  # rendered after the job is done
+    assert detail["annotated_video"] == {"status": "ready", "url": f"/api/jobs/{job_id}/video", "error": None}
     snap = db_snapshot(stack, job_id)
     check_history(snap)
     job = snap["job"]
@@ -114,11 +121,15 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
         assert p.stat().st_size == size and sha256_file(p) == sha
     assert json.loads(storage.path(snap["reports"]["json"][0]).read_text()) == doc
 
-    # the annotated video: one frame per sampled frame, playable
+    # the annotated video: playable
     # (H.264 .mp4 when ffmpeg is on PATH, else the OpenCV VP8 .webm fallback; worker/annotate.py)
     video_type, video_ext = ("video/mp4", ".mp4") if shutil.which("ffmpeg") else ("video/webm", ".webm")
     assert "video" in snap["reports"] and snap["reports"]["video"][1] == video_type
     assert snap["reports"]["video"][0].endswith(video_ext)
+    # the job was done, with its reports, before its video was rendered
+    done_at = next(at for status, at, _m in snap["events"] if status == "done")
+    assert as_utc(job["finished_at"]) == done_at <= snap["report_times"]["json"] <= snap["report_times"]["video"]
+    assert job["video_status"] == "ready" and job["video_error"] is None and "annotate_s" not in job["timings"]
     resp = client.get(f"/api/jobs/{job_id}/video")
     assert resp.status_code == 200 and resp.mimetype == video_type
     resp.close()
@@ -127,7 +138,10 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
     while cap.read()[0]:
         n += 1
     cap.release()
-    assert n == snap["pose"]
+    # every frame of the upload at the display rate (poses, sampled more sparsely, are held between samples)
+    with stack.session() as s:
+        upload = storage.path(s.get(Job, job_id).video.path)
+    assert n == len(list(sample_frames(upload, DISPLAY_FPS))) >= snap["pose"]
     return snap
 
 
@@ -156,16 +170,17 @@ def test_no_person_video_is_done_with_status_no_person(sqlite_stack, empty_video
 
 def test_duplicate_tasks_for_a_done_job_change_nothing(sqlite_stack, people_job, empty_video):
     """Late or duplicate deliveries of every stage's task, sent through the real broker."""
-    from worker.celery_app import CLASSIFY_TASK, POSE_TASK, REPORT_TASK, send_stage
+    from worker.celery_app import CLASSIFY_TASK, POSE_TASK, REPORT_TASK, VIDEO_TASK, send_stage
 
     job_id, _ = people_job
     before = db_snapshot(sqlite_stack, job_id)
-    for task in (POSE_TASK, CLASSIFY_TASK, REPORT_TASK):
+    for task in (POSE_TASK, CLASSIFY_TASK, REPORT_TASK, VIDEO_TASK):
         send_stage(task, job_id, sqlite_stack.settings)
-    # one worker process per queue takes messages in order: once a later job is done,
-    # the duplicates ahead of it have been handled
+    # one worker process per queue takes messages in order: once a later job is done and its video
+    # rendered, the duplicates ahead of it have been handled
     probe = sqlite_stack.upload(empty_video)
     assert sqlite_stack.wait_final(probe)["status"] == "done"
+    assert sqlite_stack.wait_video(probe)["annotated_video"]["status"] == "ready"
     assert db_snapshot(sqlite_stack, job_id) == before
 
 

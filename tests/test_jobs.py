@@ -200,6 +200,56 @@ def check_0002_down_and_up(url):
         conn.execute(text("DELETE FROM videos"))
 
 
+def check_0003_down_and_up(url):
+    """0003 adds jobs.video_status and jobs.video_error. Jobs done before it rendered their video in the report
+    stage: one with a video report is ready, one whose stage says the video was not available failed with
+    that reason, the others had none. Its downgrade removes the columns and keeps the rows."""
+    from sqlalchemy import text
+
+    def job_columns():
+        engine = get_engine(url)
+        engine.dispose()  # fresh metadata after the batch table rebuild (SQLite)
+        return {c["name"] for c in inspect(engine).get_columns("jobs")}
+
+    new = {"video_status", "video_error"}
+    downgrade_database(url, "0002")
+    assert current_revision(url) == "0002" and not new & job_columns()
+    note = "done; annotated video not available (EncoderError: ffmpeg exit 1"  # cut at 64
+    with get_engine(url).begin() as conn:
+        conn.execute(text("INSERT INTO videos (id, path, original_filename, sha256, size_bytes, container, "
+                          "duration_s, fps, frame_count, width, height, rotation_deg, created_at) VALUES ('v', "
+                          "'p', 'x.mp4', 's', 1, 'mp4', 1, 30, 30, 2, 2, 0, CURRENT_TIMESTAMP)"))
+        for job_id, status, stage in (("with-video", "done", "done"), ("video-failed", "done", note),
+                                      ("no-video", "done", "done"), ("running", "extracting", "extracting")):
+            conn.execute(text("INSERT INTO jobs (id, video_id, status, stage, frames_done, frames_total, params, "
+                              "timings, attempts, created_at, updated_at) VALUES (:id, 'v', :status, :stage, 0, 30, "
+                              "'{}', '{}', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                         {"id": job_id, "status": status, "stage": stage})
+        conn.execute(text("INSERT INTO reports (job_id, kind, path, media_type, size_bytes, sha256, created_at) "
+                          "VALUES ('with-video', 'video', 'jobs/with-video/annotated.mp4', 'video/mp4', 1, 's', "
+                          "CURRENT_TIMESTAMP)"))
+    upgrade_database(url)
+    assert current_revision(url) == head_revision() and new <= job_columns()
+
+    def video_states():
+        with get_engine(url).begin() as conn:
+            return {r[0]: (r[1], r[2]) for r in conn.execute(
+                text("SELECT id, video_status, video_error FROM jobs"))}
+
+    assert video_states() == {"with-video": ("ready", None), "video-failed": ("failed", note),
+                              "no-video": (None, None), "running": (None, None)}
+    downgrade_database(url, "0002")
+    assert not new & job_columns()
+    with get_engine(url).begin() as conn:  # the rows survived
+        assert conn.execute(text("SELECT COUNT(*) FROM jobs")).scalar() == 4
+    upgrade_database(url)
+    assert video_states()["with-video"] == ("ready", None)
+    with get_engine(url).begin() as conn:
+        conn.execute(text("DELETE FROM reports"))
+        conn.execute(text("DELETE FROM jobs"))
+        conn.execute(text("DELETE FROM videos"))
+
+
 def test_migrations_upgrade_downgrade_sqlite(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -215,6 +265,7 @@ def test_migrations_upgrade_downgrade_sqlite(tmp_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
     check_0002_down_and_up(url)
+    check_0003_down_and_up(url)
     downgrade_database(url, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     assert current_revision(url) is None
@@ -223,27 +274,6 @@ def test_migrations_upgrade_downgrade_sqlite(tmp_path):
 
 
 # ----------------------------------------------------------------------- stage tasks (real models)
-@pytest.fixture
-def video_job(sqlite_db, people_video, monkeypatch):
-    """A queued job for a real people video, with the next-stage hand-over recorded, not sent."""
-    from har.database import session_scope
-    from models.video import probe_video
-    from worker import runtime
-
-    storage = Storage(sqlite_db.resolved_storage_dir)
-    with open(people_video, "rb") as f:
-        rel, sha, size = storage.save_upload(f, people_video.name)
-    info = probe_video(storage.path(rel))
-    with session_scope(sqlite_db) as s:
-        job_id = create_job(s, dict(path=rel, original_filename=people_video.name, sha256=sha, size_bytes=size,
-                                    container="mp4", codec=info.codec, duration_s=info.duration_s, fps=info.fps,
-                                    frame_count=info.frame_count, width=info.width, height=info.height,
-                                    rotation_deg=info.rotation_deg), {}).id
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(runtime, "hand_over", lambda settings, task, jid: sent.append((task, jid)))
-    return sqlite_db, job_id, sent
-
-
 def rows(settings, job_id):
     from har.database import session_scope
 
@@ -285,10 +315,11 @@ def test_overall_label_for_the_jobs_list():
 
 
 def test_stages_run_once_and_duplicates_are_no_ops(video_job):
-    from worker.celery_app import CLASSIFY_TASK, REPORT_TASK
+    from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, VIDEO_TASK
     from worker.tasks.classify import run_classify
     from worker.tasks.pose import run_pose
     from worker.tasks.report import run_report
+    from worker.tasks.video import run_video
 
     settings, job_id, sent = video_job
     assert run_pose(settings, job_id, "pose-1") is True
@@ -305,17 +336,30 @@ def test_stages_run_once_and_duplicates_are_no_ops(video_job):
     assert sent[-1] == (REPORT_TASK, job_id)
     assert run_classify(settings, job_id, "classify-2") is False
     assert run_report(settings, job_id, "report-1") is True
-    done = rows(settings, job_id)
-    assert {k for k, _ in done["reports"]} >= {"json", "csv", "html"}
-    before = events(settings, job_id)
-    for fn in (run_pose, run_classify, run_report):  # everything is a no-op on a done job
-        assert fn(settings, job_id, "late-duplicate") is False
-    assert rows(settings, job_id) == done
-    assert events(settings, job_id) == before
-    assert [e[0] for e in before] == ORDER
+    # done with its reports; the annotated video is the next task's
+    assert sent[-1] == (VIDEO_TASK, job_id)
+    reported = rows(settings, job_id)
+    assert {k for k, _ in reported["reports"]} == {"json", "csv", "html"}
     job = job_row(settings, job_id)
-    assert job.status == DONE and job.task_id is None
-    assert {"queue_wait_s", "pose_s", "classify_s", "report_s", "total_s"} <= set(job.timings)
+    assert (job.status, job.video_status, job.task_id) == (DONE, "rendering", None)
+    assert [e[0] for e in events(settings, job_id)] == ORDER
+    assert run_report(settings, job_id, "report-2") is False  # a duplicate sends the waiting video task again
+    assert sent[-2:] == [(VIDEO_TASK, job_id)] * 2 and rows(settings, job_id) == reported
+
+    assert run_video(settings, job_id, "video-1") is True
+    done = rows(settings, job_id)
+    assert {k for k, _ in done["reports"]} == {"json", "csv", "html", "video"}
+    before = events(settings, job_id)
+    sends = len(sent)
+    for fn in (run_pose, run_classify, run_report, run_video):  # everything is a no-op on a done job
+        assert fn(settings, job_id, "late-duplicate") is False
+    assert rows(settings, job_id) == done and len(sent) == sends
+    assert events(settings, job_id) == before
+    assert [e[0] for e in before] == ORDER  # the video changes no state of the job
+    job = job_row(settings, job_id)
+    assert (job.status, job.video_status, job.video_error, job.task_id) == (DONE, "ready", None, None)
+    assert {"queue_wait_s", "pose_s", "classify_s", "report_s", "total_s", "video_s"} <= set(job.timings)
+    assert "annotate_s" not in job.timings
 
 
 def test_redelivered_task_after_a_crash_replaces_partial_results(video_job):
@@ -559,6 +603,7 @@ def test_migrations_upgrade_downgrade_postgres(postgres_url):
     with get_engine(url).connect() as conn:  # the migrations create exactly the models' schema here too
         assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
     check_0002_down_and_up(url)
+    check_0003_down_and_up(url)
     downgrade_database(url, "base")
     assert set(inspect(get_engine(url)).get_table_names()) <= {"alembic_version"}
     upgrade_database(url)
@@ -659,11 +704,12 @@ def test_tasks_for_a_deleted_job_are_no_ops(sqlite_db, monkeypatch):
     from worker.tasks.classify import run_classify
     from worker.tasks.pose import run_pose
     from worker.tasks.report import run_report
+    from worker.tasks.video import run_video
 
     sent = []
     monkeypatch.setattr(runtime, "hand_over", lambda settings, task, jid: sent.append((task, jid)))
     missing = "0a0a0a0a-0000-4000-8000-000000000000"
-    for fn in (run_pose, run_classify, run_report):
+    for fn in (run_pose, run_classify, run_report, run_video):
         assert fn(sqlite_db, missing, "task-1") is False
     runtime.fail(sqlite_db, missing, "pose", RuntimeError("boom"), "task-1")  # nothing to fail: no error
     assert sent == [] and not (sqlite_db.resolved_storage_dir / "jobs" / missing).exists()
@@ -686,20 +732,22 @@ def test_a_job_deleted_while_a_stage_runs_ends_quietly_and_leaves_no_files(video
     from worker.tasks.classify import run_classify
     from worker.tasks.pose import run_pose
     from worker.tasks.report import run_report
+    from worker.tasks.video import run_video
 
     settings, job_id, sent = video_job
     assert run_pose(settings, job_id, "pose-1") is True
     assert run_classify(settings, job_id, "classify-1") is True
+    assert run_report(settings, job_id, "report-1") is True
     real_write = annotate.write_annotated_video
 
-    def write_then_vanish(*args, **kwargs):
+    def write_then_vanish(*args, **kwargs):  # a done job may be deleted while its video renders
         video = real_write(*args, **kwargs)
         assert video.path.is_file()
         _delete_rows(settings, job_id)
         return video
 
     monkeypatch.setattr(annotate, "write_annotated_video", write_then_vanish)
-    assert run_report(settings, job_id, "report-1") is False
+    assert run_video(settings, job_id, "video-1") is False
     job_dir = settings.resolved_storage_dir / "jobs" / job_id
     assert not job_dir.exists()
     assert rows(settings, job_id) == {"tracks": [], "predictions": [], "segments": [], "reports": [], "pose": None}

@@ -128,7 +128,7 @@ def test_web_and_workers_import_and_load_models_without_torch(blocked_env, tmp_p
                                  redis_url="redis://127.0.0.1:1/0", secret_key="test", pose_imgsz=320)
         from web import create_app
         app = create_app(settings, TESTING=True)
-        import worker.tasks.pose, worker.tasks.classify, worker.tasks.report, worker.annotate
+        import worker.tasks.pose, worker.tasks.classify, worker.tasks.report, worker.tasks.video, worker.annotate
         from worker import engines
         engines.warm_up(settings)  # loads the ONNX pose and action models the workers use
         print(json.dumps({{

@@ -54,6 +54,35 @@ def test_sample_30fps_to_22hz(people_30fps):
     assert samples[0][2].shape == (360, 640, 3) and samples[0][2].dtype == np.uint8
 
 
+def test_only_sampled_frames_are_converted_to_images(people_30fps, monkeypatch):
+    """Frames the sampling skips are only grabbed (demuxed and decoded), never converted into images."""
+    import models.video as video
+
+    calls = {"grab": 0, "retrieve": 0}
+
+    class Counting:
+        def __init__(self, cap):
+            self.cap = cap
+
+        def grab(self):
+            calls["grab"] += 1
+            return self.cap.grab()
+
+        def retrieve(self):
+            calls["retrieve"] += 1
+            return self.cap.retrieve()
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    real_open = video._open
+    monkeypatch.setattr(video, "_open", lambda path: Counting(real_open(path)))
+    frames = list(video.sample_frames(people_30fps, 11.0))
+    assert len(frames) == calls["retrieve"] == 33  # 3 s at 11 Hz
+    assert calls["grab"] == 91  # every one of the 90 frames, and the end of the file
+    assert [round(t * 30) for _, t, _ in frames][:6] == [0, 3, 5, 8, 11, 14]  # the frame nearest each k / 11 s
+
+
 def test_every_frame_and_no_upsampling(people_30fps):
     assert len(list(sample_frames(people_30fps, None))) == 90
     assert len(list(sample_frames(people_30fps, 60.0))) == 90  # never above the source rate

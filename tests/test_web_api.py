@@ -329,6 +329,7 @@ def test_done_job_detail_and_reports_rendered_on_demand(client, settings):
     assert j["summary"] == {"overall_label": "BOXING", "overall_confidence": 0.934, "persons": 2}
     assert j["links"]["report_csv"] == f"/api/jobs/{job_id}/report.csv"
     assert j["links"]["video"] is None
+    assert j["annotated_video"] == {"status": None, "url": None, "error": None}  # none was asked for
 
     r = client.get(f"/api/jobs/{job_id}/report.json")
     assert r.status_code == 200 and r.mimetype == "application/json"
@@ -355,6 +356,7 @@ def test_stored_reports_and_video_are_served(client, settings, app):
         video_path, video_rel = storage.job_path(job_id, "annotated.webm")
         video_path.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 40)  # served as bytes, not decoded
         files.append(("video", video_rel, "video/webm"))
+        job.video_status = "ready"
         for kind, rel, media_type in files:
             s.add(Report(job_id=job_id, kind=kind, path=rel, media_type=media_type,
                          size_bytes=storage.path(rel).stat().st_size, sha256="0" * 64))
@@ -363,10 +365,40 @@ def test_stored_reports_and_video_are_served(client, settings, app):
     assert r.status_code == 200 and r.data == stored_csv
     j = client.get(f"/api/jobs/{job_id}").json
     assert j["links"]["video"] == f"/api/jobs/{job_id}/video"
+    assert j["annotated_video"] == {"status": "ready", "url": f"/api/jobs/{job_id}/video", "error": None}
     r = client.get(f"/api/jobs/{job_id}/video")
     assert r.status_code == 200 and r.mimetype == "video/webm" and r.data == video_path.read_bytes()
     r = client.get(f"/api/jobs/{job_id}/video", headers={"Range": "bytes=0-9"})
     assert r.status_code == 206 and r.data == video_path.read_bytes()[:10]
+
+
+def test_annotated_video_while_rendering_and_after_a_failure(client, settings):
+    """A job is done, with its reports served, while its annotated video renders; a failed render leaves
+    the job done and says why."""
+    rendering = add_done_job(settings, video_status="rendering")
+    j = client.get(f"/api/jobs/{rendering}").json
+    assert (j["status"], j["final"], j["progress"]["fraction"]) == ("done", True, 1.0)
+    assert j["annotated_video"] == {"status": "rendering", "url": None, "error": None}
+    assert j["links"]["report_json"] == f"/api/jobs/{rendering}/report.json" and j["links"]["video"] is None
+    for fmt in ("json", "csv", "html"):
+        assert client.get(f"/api/jobs/{rendering}/report.{fmt}").status_code == 200
+    r = client.get(f"/api/jobs/{rendering}/video")
+    assert r.status_code == 404 and r.json["error"] == "not_available" and r.json["video_status"] == "rendering"
+    assert "being rendered" in r.json["message"]
+
+    reason = "Internal error in the video stage (EncoderError: ffmpeg failed (exit 1): No space left on device)."
+    failed = add_done_job(settings, video_status="failed", video_error=reason)
+    j = client.get(f"/api/jobs/{failed}").json
+    assert j["status"] == "done" and j["error"] is None
+    assert j["annotated_video"] == {"status": "failed", "url": None, "error": reason}
+    r = client.get(f"/api/jobs/{failed}/video")
+    assert r.status_code == 404 and r.json["video_status"] == "failed"
+    assert r.json["message"] == f"The annotated video could not be rendered: {reason}"
+
+    listed = {item["id"]: item for item in client.get("/api/jobs").json["items"]}
+    assert listed[rendering]["status"] == listed[failed]["status"] == "done"
+    assert (listed[rendering]["video_status"], listed[failed]["video_status"]) == ("rendering", "failed")
+    assert [i["id"] for i in client.get("/api/jobs?status=done").json["items"]] == [failed, rendering]
 
 
 # --------------------------------------------------------------------------- listing
@@ -484,6 +516,7 @@ def add_finished_job_with_files(settings, app, clip, status=DONE, **fields) -> s
         video_path, video_rel = storage.job_path(job_id, "annotated.webm")
         video_path.write_bytes(b"\x1a\x45\xdf\xa3 annotated")
         files.append(("video", video_rel, "video/webm"))
+        job.video_status = "ready" if status == DONE else None
         for kind, path, media_type in files:
             s.add(Report(job_id=job_id, kind=kind, path=path, media_type=media_type,
                          size_bytes=storage.path(path).stat().st_size, sha256="0" * 64))

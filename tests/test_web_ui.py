@@ -130,6 +130,7 @@ def test_job_page_done_shows_people_timeline_and_downloads(client, settings, app
     path.write_bytes(b"\x1a\x45\xdf\xa3 fake webm")
     with session_scope(settings) as s:
         s.add(Report(job_id=job_id, kind="video", path=rel, media_type="video/webm", size_bytes=16, sha256="0" * 64))
+        s.get(Job, job_id).video_status = "ready"
     r = client.get(f"/jobs/{job_id}")
     assert r.status_code == 200
     html, text = r.data.decode(), visible_text(r.data)
@@ -146,10 +147,41 @@ def test_job_page_done_shows_people_timeline_and_downloads(client, settings, app
     assert 'aria-label="Legend"' in html and "Waving one hand" in text
     # video and downloads
     assert f'<video id="player" class="player" controls preload="metadata" src="/api/jobs/{job_id}/video">' in html
+    assert 'data-video-status="ready"' in html and '<li id="video-download">' in html
+    assert "Rendering the annotated video" not in text
     for fmt in ("html", "json", "csv"):
         assert f"/api/jobs/{job_id}/report.{fmt}" in html
     assert "yolo11n-pose" in text and "pose 12.50 s" in text
     assert not EXTERNAL.search(html)
+
+
+def test_job_page_shows_the_results_while_the_video_renders(client, settings):
+    """Done means the results and reports are there; the annotated video shows as rendering (job.js polls the
+    status and puts the player in its place), and the history lists the job as done."""
+    job_id = add_done_job(settings, name="gym.mp4", video_status="rendering")
+    r = client.get(f"/jobs/{job_id}")
+    html, text = r.data.decode(), visible_text(r.data)
+    assert 'data-final="true"' in html and 'role="progressbar"' not in html
+    assert "Person 1 Boxing 93 % confidence" in text and html.count('class="tl-track"') == 2
+    for fmt in ("html", "json", "csv"):
+        assert f"/api/jobs/{job_id}/report.{fmt}" in html
+    assert "Rendering the annotated video… It appears here when it is ready" in text
+    assert 'data-video-status="rendering"' in html and f'data-video-url="/api/jobs/{job_id}/video"' in html
+    assert "<video" not in html and '<li id="video-download" hidden>' in html
+    assert "job.js" in html and "<script>" not in html  # no inline script: the page's CSP forbids them
+    listing = client.get("/jobs").data.decode()
+    assert '<span class="badge badge-done">done</span></td>' in listing and "Boxing · 93 %" in visible_text(
+        listing.encode())
+
+
+def test_job_page_says_why_the_video_failed(client, settings):
+    reason = "Internal error in the video stage (EncoderError: ffmpeg failed (exit 1): No space left on device)."
+    job_id = add_done_job(settings, video_status="failed", video_error=reason)
+    html = client.get(f"/jobs/{job_id}").data.decode()
+    text = visible_text(html.encode())
+    assert f"The annotated video could not be rendered. {reason}" in text
+    assert "The analysis failed" not in text and "<video" not in html and "video-download" not in html
+    assert "/api/jobs/" + job_id + "/report.csv" in html
 
 
 def test_job_page_done_no_person(client, settings):

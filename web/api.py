@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, render_template, request, send_f
 from sqlalchemy import func, select, text
 
 from har import reports as har_reports
-from har.db import DONE, STATES, Job
+from har.db import DONE, FAILED, STATES, VIDEO_FAILED, VIDEO_RENDERING, Job
 
 from . import actions, get_session, get_settings, get_storage, json_error
 from .openapi import openapi_document
@@ -190,13 +190,21 @@ def annotated_video(job_id: str):
     storage = get_storage()
     row = next((r for r in job.reports if r.kind == "video"), None)
     if row is None or not storage.exists(row.path):
-        message = ("The annotated video is not available yet." if job.status not in ("done", "failed")
-                   else "This job has no annotated video.")
-        return json_error(404, "not_available", message)
+        return json_error(404, "not_available", _no_video_message(job), video_status=job.video_status)
     ext = row.path.rsplit(".", 1)[-1] if "." in row.path else "webm"
     return send_file(storage.path(row.path), mimetype=row.media_type or "video/webm", conditional=True,
                      as_attachment=request.args.get("download") in {"1", "true", "yes"},
                      download_name=f"har-{job.id[:8]}-annotated.{ext}", max_age=0)
+
+
+def _no_video_message(job: Job) -> str:
+    if job.status not in (DONE, FAILED):
+        return "The annotated video is not available yet: the job is not done."
+    if job.video_status == VIDEO_RENDERING:
+        return "The annotated video is being rendered; try again in a moment (the reports are ready)."
+    if job.video_status == VIDEO_FAILED:
+        return f"The annotated video could not be rendered: {job.video_error or 'no reason was recorded'}"
+    return "This job has no annotated video."
 
 
 @bp.get("/health")

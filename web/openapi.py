@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from har.db import STATES
+from har.db import STATES, VIDEO_STATES
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -41,7 +41,9 @@ def openapi_document(settings=None) -> dict[str, Any]:
                 "Upload a video, follow the job, and get per person a timeline of actions "
                 "(jumping, jumping jacks, boxing, waving two hands, waving one hand, clapping) with "
                 "confidences. Jobs move queued → extracting → classifying → reporting → done, or to "
-                "failed with a reason. Every error is JSON: `{\"error\": code, \"message\": text}`. "
+                "failed with a reason. A job is done as soon as its results and reports are; its annotated "
+                "video is rendered after that (`annotated_video.status`: rendering → ready, or failed with a "
+                "reason while the job stays done). Every error is JSON: `{\"error\": code, \"message\": text}`. "
                 "Confidences are probabilities in [0, 1]."
             ),
         },
@@ -189,7 +191,9 @@ def openapi_document(settings=None) -> dict[str, Any]:
                             "video/webm": {"schema": {"type": "string", "format": "binary"}},
                         }},
                         "206": {"description": "Part of the video (Range request)."},
-                        "404": _error("Unknown job, or no annotated video (yet)."),
+                        "404": _error("Unknown job, or no annotated video (`not_available`): the job is not done, "
+                                      "its video is still rendering or failed (`video_status` says which), or "
+                                      "none was asked for."),
                     },
                 },
             },
@@ -285,8 +289,22 @@ def openapi_document(settings=None) -> dict[str, Any]:
                         "overall_confidence": nullable_num,
                         "persons": {"type": ["integer", "null"]},
                         "error": {"type": ["string", "null"]},
+                        "video_status": {"type": ["string", "null"], "enum": [*VIDEO_STATES, None],
+                                         "description": "The annotated video's state (see `AnnotatedVideo`)."},
                         "url": {"type": "string"},
                         "status_url": {"type": "string"},
+                    },
+                },
+                "AnnotatedVideo": {
+                    "type": "object",
+                    "description": ("The annotated video, rendered after the job is done (the results and reports "
+                                    "never wait for it)."),
+                    "properties": {
+                        "status": {"type": ["string", "null"], "enum": [*VIDEO_STATES, None],
+                                   "description": "`rendering`, then `ready` or `failed` (the job stays done); "
+                                                  "null when no annotated video was asked for."},
+                        "url": {"type": ["string", "null"], "description": "The video, once `ready`."},
+                        "error": {"type": ["string", "null"], "description": "Why it failed."},
                     },
                 },
                 "JobPage": {
@@ -318,6 +336,7 @@ def openapi_document(settings=None) -> dict[str, Any]:
                         "timings": {"type": "object", "additionalProperties": {"type": "number"},
                                     "description": "Seconds per stage."},
                         "video": {"$ref": "#/components/schemas/Video"},
+                        "annotated_video": {"$ref": "#/components/schemas/AnnotatedVideo"},
                         "models": {"type": "object"},
                         "summary": {"type": "object", "properties": {
                             "overall_label": {"type": ["string", "null"]},

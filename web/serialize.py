@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import url_for
 
-from har.db import DONE, EXTRACTING, TERMINAL_STATES, Job
+from har.db import DONE, EXTRACTING, TERMINAL_STATES, VIDEO_FAILED, VIDEO_READY, Job
 
 from .filters import iso
 
@@ -85,6 +85,17 @@ def links(job: Job) -> dict[str, str | None]:
     }
 
 
+def annotated_video(job: Job) -> dict[str, Any]:
+    """The annotated video of a job, rendered after the job is done: its state (``rendering``, ``ready`` or
+    ``failed``; null when none was asked for), its URL once ready, and why it failed."""
+    status = job.video_status
+    return {
+        "status": status,
+        "url": url_for("api.annotated_video", job_id=job.id) if status == VIDEO_READY else None,
+        "error": job.video_error if status == VIDEO_FAILED else None,
+    }
+
+
 def job_summary(job: Job) -> dict[str, Any]:
     v = job.video
     return {
@@ -100,6 +111,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "overall_confidence": job.overall_confidence,
         "persons": job.persons,
         "error": job.error,
+        "video_status": job.video_status,
         "url": url_for("ui.job_page", job_id=job.id),
         "status_url": url_for("api.get_job", job_id=job.id),
     }
@@ -121,6 +133,7 @@ def job_detail(job: Job) -> dict[str, Any]:
         "params": dict(job.params or {}),
         "timings": dict(job.timings or {}),
         "video": video_facts(job),
+        "annotated_video": annotated_video(job),
         "models": models_used(job),
         "summary": {
             "overall_label": job.overall_label,

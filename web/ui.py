@@ -8,7 +8,7 @@ from wtforms import DecimalField, FileField, IntegerField
 from wtforms.validators import Optional
 
 from har import reports as har_reports
-from har.db import STATES, TERMINAL_STATES, Job
+from har.db import STATES, TERMINAL_STATES, VIDEO_FAILED, VIDEO_READY, VIDEO_RENDERING, Job
 
 from . import actions, get_session, get_settings, get_storage
 from .serialize import eta_seconds
@@ -83,6 +83,9 @@ def job_page(job_id: str):
     duration = har_reports.timeline_duration(result, job.video.duration_s if job.video else None)
     has_video = any(r.kind == "video" for r in job.reports) and get_storage().exists(
         next(r.path for r in job.reports if r.kind == "video"))
+    # the annotated video renders after the job is done: the page shows it rendering, then the player
+    video_state = VIDEO_READY if has_video else (
+        job.video_status if job.video_status in (VIDEO_RENDERING, VIDEO_FAILED) else None)
     final = job.status in TERMINAL_STATES
     video_stored = final and job.video is not None and get_storage().exists(job.video.path)
     video_shared = final and job.video is not None and (get_session().scalar(
@@ -98,7 +101,7 @@ def job_page(job_id: str):
         rows=har_reports.timeline_rows(result, duration),
         legend=har_reports.legend(result),
         duration=duration,
-        has_video=has_video,
+        video_state=video_state,
         eta=eta_seconds(job),
         stages=("queued", "extracting", "classifying", "reporting", "done"),
     )

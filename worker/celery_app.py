@@ -4,6 +4,10 @@ Start the workers (one per queue)::
 
     celery -A worker.celery_app worker -Q pose --concurrency 1
     celery -A worker.celery_app worker -Q classify --concurrency 1
+    celery -A worker.celery_app worker -Q video --concurrency 1
+
+The annotated videos render on their own queue (``HAR_VIDEO_QUEUE``, default ``video``), so that a render never
+holds up the classification or the reports of the next job.
 
 Importing this module imports no model code: the web app only sends the first task by name.
 """
@@ -14,17 +18,18 @@ import logging
 from celery import Celery
 
 from har.config import Settings, load_settings
-from har.db import CLASSIFYING, EXTRACTING, QUEUED, REPORTING
+from har.db import CLASSIFYING, EXTRACTING, QUEUED, RENDERING, REPORTING
 
 log = logging.getLogger(__name__)
 
 POSE_TASK = "har.pose"
 CLASSIFY_TASK = "har.classify"
 REPORT_TASK = "har.report"
+VIDEO_TASK = "har.video"
 SWEEP_TASK = "har.sweep"
 
-TASK_MODULES = ["worker.tasks.pose", "worker.tasks.classify", "worker.tasks.report", "worker.sweep",
-                "worker.lifecycle"]
+TASK_MODULES = ["worker.tasks.pose", "worker.tasks.classify", "worker.tasks.report", "worker.tasks.video",
+                "worker.sweep", "worker.lifecycle"]
 
 # A task whose message is not acknowledged within this many seconds is delivered again (Redis
 # broker with acks late): it must exceed the longest task; the job's own attempt limit and the
@@ -48,6 +53,7 @@ def celery_config(settings: Settings) -> dict:
             POSE_TASK: {"queue": settings.pose_queue},
             CLASSIFY_TASK: {"queue": settings.classify_queue},
             REPORT_TASK: {"queue": settings.report_queue},
+            VIDEO_TASK: {"queue": settings.video_queue},
             SWEEP_TASK: {"queue": settings.classify_queue},
         },
         task_default_queue=settings.classify_queue,
@@ -83,8 +89,17 @@ def get_settings() -> Settings:
     return celery_app.conf.har_settings
 
 
-# stage task -> the job states in which a job waits for that task (extracting: released by the sweep)
-WAITING_STATES = {POSE_TASK: (QUEUED, EXTRACTING), CLASSIFY_TASK: (CLASSIFYING,), REPORT_TASK: (REPORTING,)}
+# stage task -> the job states (har.jobs.worker_state) in which a job waits for that task (extracting: released
+# by the sweep)
+WAITING_STATES = {POSE_TASK: (QUEUED, EXTRACTING), CLASSIFY_TASK: (CLASSIFYING,), REPORT_TASK: (REPORTING,),
+                  VIDEO_TASK: (RENDERING,)}
+
+
+def task_queue(task_name: str, settings: Settings) -> str:
+    """The queue a task is sent to."""
+    queues = {POSE_TASK: settings.pose_queue, CLASSIFY_TASK: settings.classify_queue,
+              REPORT_TASK: settings.report_queue, VIDEO_TASK: settings.video_queue}
+    return queues.get(task_name, settings.classify_queue)
 
 
 def send_stage(task_name: str, job_id: str, settings: Settings | None = None, countdown: float | None = None):
@@ -101,8 +116,7 @@ def send_stage(task_name: str, job_id: str, settings: Settings | None = None, co
         for module in TASK_MODULES:
             importlib.import_module(module)
         return celery_app.tasks[task_name].apply(args=[job_id])
-    queue = {POSE_TASK: settings.pose_queue, CLASSIFY_TASK: settings.classify_queue,
-             REPORT_TASK: settings.report_queue}.get(task_name, settings.classify_queue)
+    queue = task_queue(task_name, settings)
     if settings.redis_url == celery_app.conf.broker_url:
         result = celery_app.send_task(task_name, args=[job_id], queue=queue, countdown=countdown,
                                       ignore_result=True)

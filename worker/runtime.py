@@ -1,5 +1,7 @@
 """What every stage task shares: claiming a job, heartbeats, failing with a readable reason.
 
+The stages are pose, classify, report and video (the annotated video, rendered after the job is done: the
+workers' ``rendering`` state, har.jobs.worker_state; a failure there fails the video, never the job).
 A stage task runs in three steps:
 
 1. :func:`claim` (one transaction, job row locked on PostgreSQL): skip the task when the job is
@@ -26,10 +28,10 @@ from sqlalchemy import update
 
 from har.config import Settings
 from har.database import session_scope
-from har.db import CLASSIFYING, EXTRACTING, QUEUED, REPORTING, TERMINAL_STATES, Job, utcnow
-from har.jobs import as_utc, fail_job, lock_job, set_status, stage_index
+from har.db import CLASSIFYING, EXTRACTING, QUEUED, RENDERING, REPORTING, TERMINAL_STATES, Job, utcnow
+from har.jobs import as_utc, fail_job, lock_job, set_status, stage_index, unfinished_sql, worker_state
 from har.storage import Storage
-from worker.celery_app import CLASSIFY_TASK, REPORT_TASK
+from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, VIDEO_TASK
 
 log = logging.getLogger("worker")
 
@@ -38,10 +40,12 @@ STAGES = {
     "pose": (EXTRACTING, (QUEUED, EXTRACTING)),
     "classify": (CLASSIFYING, (CLASSIFYING,)),
     "report": (REPORTING, (REPORTING,)),
+    "video": (RENDERING, (RENDERING,)),
 }
 # stages that report frames done / total while they run (started again from 0 by a new attempt)
 PROGRESS_STAGES = ("pose",)
-STAGE_MESSAGES = {"pose": "extracting poses", "classify": "classifying actions", "report": "writing reports"}
+STAGE_MESSAGES = {"pose": "extracting poses", "classify": "classifying actions", "report": "writing reports",
+                  "video": "done; rendering the annotated video"}
 
 
 class JobError(Exception):
@@ -121,8 +125,10 @@ class Claim:
     start_monotonic: float
 
 
-# stage -> the task of the stage after it, and the state a job waits in for that task
-NEXT_TASK = {"pose": (CLASSIFY_TASK, CLASSIFYING), "classify": (REPORT_TASK, REPORTING)}
+# stage -> the task of the stage after it, and the state a job waits in for that task (a report stage that
+# makes the job done without an annotated video to render has no next stage)
+NEXT_TASK = {"pose": (CLASSIFY_TASK, CLASSIFYING), "classify": (REPORT_TASK, REPORTING),
+             "report": (VIDEO_TASK, RENDERING)}
 
 
 def claim(settings: Settings, job_id: str, stage: str, task_id: str | None) -> Claim | None:
@@ -147,20 +153,21 @@ def _claim(settings: Settings, job_id: str, stage: str, task_id: str | None, res
         if job is None:
             log.warning("%s: job %s does not exist; skipped", stage, job_id)
             return None
-        if job.status in TERMINAL_STATES:
-            log.info("%s: job %s is already %s; skipped", stage, job_id, job.status)
+        state = worker_state(job)
+        if state in TERMINAL_STATES:
+            log.info("%s: job %s is already %s; skipped", stage, job_id, state)
             return None
-        if stage_index(job.status) > stage_index(running_state):
-            log.info("%s: job %s is already past this stage (%s); skipped", stage, job_id, job.status)
+        if stage_index(state) > stage_index(running_state):
+            log.info("%s: job %s is already past this stage (%s); skipped", stage, job_id, state)
             next_task, waiting_state = NEXT_TASK.get(stage, (None, None))
-            if next_task and job.status == waiting_state and job.task_id is None:
+            if next_task and state == waiting_state and job.task_id is None:
                 log.warning("%s: job %s waits for %s: enqueued it again", stage, job_id, next_task)
                 resend.append(next_task)
             return None
-        if job.status not in entry_states:
-            log.warning("%s: job %s is %s, not ready for this stage; skipped", stage, job_id, job.status)
+        if state not in entry_states:
+            log.warning("%s: job %s is %s, not ready for this stage; skipped", stage, job_id, state)
             return None
-        rerun = job.status == running_state and job.task_id is not None
+        rerun = state == running_state and job.task_id is not None
         if rerun and job.task_id != task_id and holder_alive(job.worker, job.heartbeat_at, settings.stale_after_s):
             log.info("%s: job %s is being processed by %s; duplicate skipped", stage, job_id, job.worker)
             return None
@@ -190,7 +197,7 @@ def beat(settings: Settings, job_id: str, task_id: str, **fields) -> bool:
     with session_scope(settings) as s:
         res = s.execute(
             update(Job)
-            .where(Job.id == job_id, Job.task_id == task_id, Job.status.not_in(TERMINAL_STATES))
+            .where(Job.id == job_id, Job.task_id == task_id, unfinished_sql())
             .values(heartbeat_at=now, updated_at=now, **fields)
         )
         return bool(res.rowcount)
@@ -284,6 +291,9 @@ def job_params(job: Job, settings: Settings) -> dict:
         "sample_fps": float(p.get("sample_fps") or settings.sample_fps or 0.0),
         "stride": int(p.get("stride") or settings.window_stride),
         "batch": int(p.get("batch") or settings.pose_batch),
+        "pose_mode": str(p.get("pose_mode") or settings.pose_mode),
+        "crop_imgsz": int(p.get("crop_imgsz") or settings.pose_crop_imgsz),
+        "redetect_s": float(p.get("redetect_s") or settings.pose_redetect_s),
         "annotate": bool(p.get("annotate", settings.annotate_video)),
     }
 
@@ -305,7 +315,7 @@ def hand_over(settings: Settings, task_name: str, job_id: str) -> bool:
 
 def run_claimed(settings: Settings, job_id: str, stage: str, task_id: str | None, body) -> bool:
     """Claim ``stage`` of the job, run its body and hand the job over to the next stage
-    (:data:`NEXT_TASK`); True when it did.
+    (:data:`NEXT_TASK`, when the body left the job waiting for it); True when the body ran to its end.
 
     ``body(settings, claim)`` returns True once the stage's results and the job's next state are committed,
     False when the job was taken over, finished or deleted meanwhile. An error fails the job with a readable
@@ -322,10 +332,17 @@ def run_claimed(settings: Settings, job_id: str, stage: str, task_id: str | None
             raise
         fail(settings, job_id, stage, exc, claimed.task_id)
         return False
-    next_task, _waiting_state = NEXT_TASK.get(stage, (None, None))
-    if next_task:
+    next_task, waiting_state = NEXT_TASK.get(stage, (None, None))
+    if next_task and waits_for(settings, job_id, waiting_state):
         hand_over(settings, next_task, job_id)
     return True
+
+
+def waits_for(settings: Settings, job_id: str, state: str) -> bool:
+    """Whether the job is in ``state`` (har.jobs.worker_state), waiting there for its next task."""
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id)
+        return job is not None and worker_state(job) == state
 
 
 TRANSIENT_RETRIES = 5

@@ -6,11 +6,15 @@ message, the web app stopped between committing a job and enqueuing it):
 
 * a stage *held* by a worker (``jobs.task_id`` set) whose heartbeat stopped for ``settings.stale_after_s``:
   the stage is enqueued again, or the job fails once it used its ``settings.max_attempts`` starts;
-* a job *waiting* for its next stage (``queued``, or ``classifying``/``reporting`` not yet picked up)
+* a job *waiting* for its next stage (``queued``, or ``classifying``/``reporting``/``rendering`` not yet picked up)
   whose message never reached the broker (no ``jobs.enqueued_at``: the sender died between its commit and
   the publish, or the publish failed) for ``settings.unsent_after_s``, or whose message was published
   ``settings.requeue_after_s`` ago (lost with a Redis restart, or a long queue): the stage is enqueued
   again (a duplicate is harmless: tasks skip jobs that are past their stage or held by a live worker).
+
+A done job whose annotated video renders is in the workers' ``rendering`` state (har.jobs.worker_state) and
+is swept the same way: its render is enqueued again, or, once it used its attempts, its video is marked
+failed with the reason (the job stays done), so no video is left ``rendering`` for good.
 
 It runs in every worker at start-up and then every ``settings.sweep_interval_s`` (one worker at a time, by a
 Redis lock), and by hand with ``python -m worker.sweep``.
@@ -25,15 +29,25 @@ from sqlalchemy import select
 
 from har.config import Settings, load_settings
 from har.database import session_scope
-from har.db import CLASSIFYING, EXTRACTING, QUEUED, REPORTING, TERMINAL_STATES, Job, utcnow
-from har.jobs import as_utc, fail_job, lock_job
+from har.db import CLASSIFYING, EXTRACTING, QUEUED, RENDERING, REPORTING, TERMINAL_STATES, Job, utcnow
+from har.jobs import as_utc, fail_job, lock_job, unfinished_sql, worker_state
 from worker import runtime
-from worker.celery_app import CLASSIFY_TASK, POSE_TASK, REPORT_TASK, SWEEP_TASK, celery_app, get_settings
+from worker.celery_app import (
+    CLASSIFY_TASK,
+    POSE_TASK,
+    REPORT_TASK,
+    SWEEP_TASK,
+    VIDEO_TASK,
+    celery_app,
+    get_settings,
+)
 
 log = logging.getLogger("worker.sweep")
 
-STAGE_TASK = {QUEUED: POSE_TASK, EXTRACTING: POSE_TASK, CLASSIFYING: CLASSIFY_TASK, REPORTING: REPORT_TASK}
-STAGE_NAME = {QUEUED: "pose", EXTRACTING: "pose", CLASSIFYING: "classify", REPORTING: "report"}
+# the workers' state of a job (har.jobs.worker_state) -> the task it needs next, and the stage's name
+STAGE_TASK = {QUEUED: POSE_TASK, EXTRACTING: POSE_TASK, CLASSIFYING: CLASSIFY_TASK, REPORTING: REPORT_TASK,
+              RENDERING: VIDEO_TASK}
+STAGE_NAME = {QUEUED: "pose", EXTRACTING: "pose", CLASSIFYING: "classify", REPORTING: "report", RENDERING: "video"}
 
 
 def sweep(settings: Settings | None = None, now=None, stale_after_s: float | None = None,
@@ -49,15 +63,16 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
     actions: list[tuple[str, str]] = []
     to_send: list[tuple[str, str]] = []
     with session_scope(settings) as s:
-        ids = s.scalars(select(Job.id).where(Job.status.not_in(TERMINAL_STATES))).all()
+        ids = s.scalars(select(Job.id).where(unfinished_sql())).all()
         for job_id in ids:
             job = lock_job(s, job_id)
-            if job is None or job.status in TERMINAL_STATES:
+            state = worker_state(job) if job is not None else None
+            if state is None or state in TERMINAL_STATES:
                 continue
             if job.task_id and job.worker:  # held by a worker
                 if runtime.holder_alive(job.worker, job.heartbeat_at, stale_after_s, now, from_task=False):
                     continue
-                stage = STAGE_NAME[job.status]
+                stage = STAGE_NAME[state]
                 if (job.attempts or 0) >= max_attempts:
                     fail_job(s, job, f"Gave up after {job.attempts} attempts at the {stage} stage: each attempt "
                                      f"stopped before finishing (the worker crashed, ran out of memory, was "
@@ -77,11 +92,11 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
                     wait, why = unsent_after_s, "its message was never sent"
                 if now - last < timedelta(seconds=wait):
                     continue
-                log.warning("job %s: %s for %s without a worker (%s); enqueued again", job_id, job.status,
+                log.warning("job %s: %s for %s without a worker (%s); enqueued again", job_id, state,
                             now - last, why)
             job.heartbeat_at = now  # the next pass waits a full period again
             job.enqueued_at = None  # until the new message is published (worker.celery_app.send_stage)
-            to_send.append((STAGE_TASK[job.status], job_id))
+            to_send.append((STAGE_TASK[state], job_id))
             actions.append((job_id, "requeued"))
     if enqueue:
         for i, (task_name, job_id) in enumerate(to_send):

@@ -14,8 +14,17 @@ from .tracker import PoseTracker
 # confident joints within 5 % of the person's height of the 640 px result.
 DEFAULT_IMGSZ = 480
 DEFAULT_RECT = True
+# Poses are sampled at the action model's rate divided by this and interpolated back to it by the timeline
+# (bench/sample_rate.py, bench/real_footage.py --fps).
+SAMPLE_RATE_DIVISOR = 2
 
-__all__ = ["DEFAULT_IMGSZ", "DEFAULT_MODEL", "DEFAULT_RECT", "OnnxPoseEstimator", "PoseDetections", "PoseTracker",
+
+def default_sample_fps(model_fps: float) -> float:
+    """The service's pose sampling rate for an action model trained at ``model_fps``."""
+    return float(model_fps) / SAMPLE_RATE_DIVISOR
+
+__all__ = ["DEFAULT_IMGSZ", "DEFAULT_MODEL", "DEFAULT_RECT", "SAMPLE_RATE_DIVISOR", "OnnxPoseEstimator", "PoseDetections",
+           "PoseTracker", "default_sample_fps",
            "extract_tracks", "load_pose_estimator"]
 
 

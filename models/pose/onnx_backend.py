@@ -201,15 +201,21 @@ class OnnxPoseEstimator:
     def info(self) -> dict:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    def preprocess(self, images: Sequence[np.ndarray], imgsz: int | None = None, rect: bool | None = None
+                   ) -> tuple[np.ndarray, list[LetterboxInfo]]:
+        """Letterbox ``images`` into one NCHW batch (``imgsz``/``rect``: this call's, else the estimator's)."""
         for img in images:
             if img is None or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError("expected BGR images of shape (H, W, 3)")
-        auto = self.rect and len({img.shape for img in images}) == 1
+        size = int(imgsz or self.imgsz)
+        if size % STRIDE:
+            raise ValueError(f"imgsz must be a multiple of {STRIDE}, got {size}")
+        rect = self.rect if rect is None else bool(rect)
+        auto = rect and len({img.shape for img in images}) == 1
         batch = None
         infos = []
         for i, img in enumerate(images):
-            lb, info = letterbox(img, self.imgsz, auto=auto)
+            lb, info = letterbox(img, size, auto=auto)
             if batch is None:
                 batch = np.empty((len(images), 3, *lb.shape[:2]), np.float32)
             rgb = lb[..., ::-1]
@@ -220,12 +226,24 @@ class OnnxPoseEstimator:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[PoseDetections]:
+    def predict(self, images: Sequence[np.ndarray], imgsz: int | None = None, rect: bool | None = None
+                ) -> list[PoseDetections]:
+        """Persons in each image. ``imgsz``/``rect`` override the estimator's for this call (crops of
+        person-guided pose run smaller than whole frames); with ``rect`` on, images of different shapes run as
+        one batch per shape."""
         if len(images) == 0:
             return []
-        batch, infos = self.preprocess(images)
-        out = self.infer(batch)
-        return [decode(out[i], infos[i], self.conf, self.iou, self.max_det) for i in range(len(images))]
+        rect = self.rect if rect is None else bool(rect)
+        groups: dict[tuple, list[int]] = {}
+        for i, img in enumerate(images):
+            groups.setdefault(img.shape if rect else (), []).append(i)
+        out: list[PoseDetections | None] = [None] * len(images)
+        for idx in groups.values():
+            batch, infos = self.preprocess([images[i] for i in idx], imgsz, rect)
+            raw = self.infer(batch)
+            for k, i in enumerate(idx):
+                out[i] = decode(raw[k], infos[k], self.conf, self.iou, self.max_det)
+        return out
 
     def __repr__(self) -> str:
         return (f"OnnxPoseEstimator({self.model_path.name}, imgsz={self.imgsz}, threads={self.threads}, "

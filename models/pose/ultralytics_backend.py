@@ -58,11 +58,13 @@ class UltralyticsPoseEstimator:
     def info(self) -> dict:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[PoseDetections]:
+    def predict(self, images: Sequence[np.ndarray], imgsz: int | None = None, rect: bool | None = None
+                ) -> list[PoseDetections]:
         if len(images) == 0:
             return []
-        results = self.model.predict(list(images), imgsz=self.imgsz, conf=self.conf, iou=self.iou,
-                                     max_det=self.max_det, rect=self.rect, device="cpu", verbose=False)
+        results = self.model.predict(list(images), imgsz=int(imgsz or self.imgsz), conf=self.conf, iou=self.iou,
+                                     max_det=self.max_det, rect=self.rect if rect is None else bool(rect),
+                                     device="cpu", verbose=False)
         out = []
         for r in results:
             if r.boxes is None or len(r.boxes) == 0:

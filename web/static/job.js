@@ -1,4 +1,6 @@
 // Job page: follow the job through the API until it ends, then reload to show the result.
+// A done job's annotated video renders after the job is done: while it does, follow it through the same
+// API and put the player in place of the "rendering" note when it is ready (or the reason if it failed).
 // Also links the timeline to the annotated video (click a segment to seek; a playhead follows).
 (function () {
   "use strict";
@@ -62,24 +64,81 @@
   if (root.getAttribute("data-final") !== "true") setTimeout(poll, delay);
 
   // Timeline <-> video.
-  var player = document.getElementById("player");
   var timeline = document.getElementById("timeline");
-  if (timeline) {
+  function linkPlayer(player) {
+    if (!timeline || !player) return;
     var duration = parseFloat(timeline.getAttribute("data-duration")) || 1;
+    var heads = timeline.querySelectorAll(".tl-playhead");
+    player.addEventListener("timeupdate", function () {
+      var left = Math.min(100, 100 * player.currentTime / duration) + "%";
+      heads.forEach(function (h) { h.hidden = false; h.style.left = left; });
+    });
+  }
+  if (timeline) {
     timeline.querySelectorAll(".tl-seg").forEach(function (seg) {
       seg.addEventListener("click", function () {
+        var player = document.getElementById("player");
         if (!player) return;
         player.currentTime = parseFloat(seg.getAttribute("data-start")) || 0;
         player.play && player.play().catch(function () {});
         player.scrollIntoView({ behavior: "smooth", block: "nearest" });
       });
     });
-    if (player) {
-      var heads = timeline.querySelectorAll(".tl-playhead");
-      player.addEventListener("timeupdate", function () {
-        var left = Math.min(100, 100 * player.currentTime / duration) + "%";
-        heads.forEach(function (h) { h.hidden = false; h.style.left = left; });
-      });
-    }
   }
+  linkPlayer(document.getElementById("player"));
+
+  // The annotated video, rendered after the job is done.
+  var box = document.getElementById("annotated-video");
+  function showVideo(url) {
+    var player = document.createElement("video");
+    player.id = "player";
+    player.className = "player";
+    player.controls = true;
+    player.preload = "metadata";
+    player.src = url;
+    var download = document.createElement("a");
+    download.href = url + "?download=1";
+    download.textContent = "Download it";
+    player.append("Your browser cannot play this video. ", download, ".");
+    var pending = document.getElementById("video-pending");
+    if (pending) pending.replaceWith(player); else box.append(player);
+    var item = document.getElementById("video-download");
+    if (item) item.hidden = false;
+    linkPlayer(player);
+  }
+  function showVideoFailure(reason) {
+    var alert = document.createElement("div");
+    alert.className = "alert alert-error";
+    alert.id = "video-failed";
+    alert.setAttribute("role", "alert");
+    var p = document.createElement("p");
+    var strong = document.createElement("strong");
+    strong.textContent = "The annotated video could not be rendered.";
+    p.append(strong, " " + (reason || "No reason was recorded."));
+    alert.append(p);
+    var pending = document.getElementById("video-pending");
+    if (pending) pending.replaceWith(alert); else box.append(alert);
+    var item = document.getElementById("video-download");
+    if (item) item.remove();
+  }
+  var videoDelay = 2000, videoFailures = 0;
+  function pollVideo() {
+    fetch(root.getAttribute("data-status-url"), { headers: { "Accept": "application/json" }, cache: "no-store" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (job) {
+        videoFailures = 0;
+        var video = job.annotated_video || {};
+        box.setAttribute("data-video-status", video.status || "");
+        if (video.status === "ready") { showVideo(video.url || box.getAttribute("data-video-url")); return; }
+        if (video.status === "failed") { showVideoFailure(video.error); return; }
+        if (video.status !== "rendering") return;
+        videoDelay = Math.min(5000, videoDelay + 500);
+        setTimeout(pollVideo, videoDelay);
+      })
+      .catch(function () {
+        videoFailures += 1;
+        setTimeout(pollVideo, Math.min(30000, 2000 * Math.pow(2, videoFailures)));
+      });
+  }
+  if (box && box.getAttribute("data-video-status") === "rendering") setTimeout(pollVideo, videoDelay);
 })();

@@ -52,14 +52,17 @@ def _extract(settings: Settings, claim: runtime.Claim) -> bool:
     if not video_path.is_file():
         raise runtime.JobError("The uploaded video file is missing from storage, so it cannot be processed.")
 
+    from models.pose import default_sample_fps
     from models.pose.extract import extract_tracks
 
     with runtime.Heartbeat(settings, claim):
         estimator = get_pose_estimator(settings, params["imgsz"])
-        target_fps = params["sample_fps"] or float(get_classifier().fps)
+        target_fps = params["sample_fps"] or default_sample_fps(get_classifier().fps)
         t0 = time.monotonic()
         extraction = extract_tracks(str(video_path), estimator, target_fps=target_fps,
-                                    batch_size=params["batch"], progress=_Progress(settings, claim))
+                                    batch_size=params["batch"], progress=_Progress(settings, claim),
+                                    mode=params["pose_mode"], crop_imgsz=params["crop_imgsz"],
+                                    redetect_s=params["redetect_s"])
         extract_s = time.monotonic() - t0
     data = extraction.to_bytes()
 

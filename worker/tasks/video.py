@@ -1,0 +1,82 @@
+"""Stage 4 (queue ``video``): the annotated video of a done job → its ``video`` Report row → video ready.
+
+Enqueued by the report stage once the job is done (only when the job asks for an annotated video), so the
+results and reports never wait for the render. The job waits in the workers' ``rendering`` state
+(har.jobs.worker_state) and is claimed, heartbeated, retried and swept like every other stage; a failure
+marks the video failed with a reason, and the job stays done.
+"""
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from har.config import Settings
+from har.database import session_scope
+from har.db import DONE, RENDERING, PoseData, Report
+from har.jobs import lock_job, set_status, worker_state
+from har.storage import sha256_file
+from worker import runtime
+from worker.celery_app import VIDEO_TASK, celery_app
+
+# The annotated video's name; its suffix and media type follow the format written (worker/annotate.py):
+# annotated.mp4 (video/mp4, H.264 through ffmpeg) or annotated.webm (video/webm, OpenCV VP8 fallback).
+VIDEO_NAME = "annotated.mp4"
+VIDEO_SUFFIXES = (".mp4", ".webm")
+
+
+def run_video(settings: Settings, job_id: str, task_id: str | None) -> bool:
+    return runtime.run_claimed(settings, job_id, "video", task_id, _render)
+
+
+def _render(settings: Settings, claim: runtime.Claim) -> bool:
+    """Render the video; commits its Report row and the video's move to ready (False: taken over/deleted)."""
+    job_id = claim.job_id
+    from models.tracks import PoseExtraction
+    from worker.annotate import write_annotated_video
+
+    storage = runtime.storage(settings)
+    with session_scope(settings) as s:
+        job = runtime.get_job(s, job_id)
+        video_rel = job.video.path
+        result = job.result
+        data = s.scalar(select(PoseData.data).where(PoseData.job_id == job_id))
+    if data is None:
+        raise runtime.JobError("The annotated video could not be rendered: the pose data of this job is missing.")
+    if not storage.exists(video_rel):
+        raise runtime.JobError("The annotated video could not be rendered: the uploaded video is no longer stored.")
+
+    with runtime.Heartbeat(settings, claim):
+        out, _rel = storage.job_path(job_id, VIDEO_NAME)
+        video = write_annotated_video(storage.path(video_rel), PoseExtraction.from_bytes(data), result, out)
+        _remove_other_formats(video.path)
+
+    with session_scope(settings) as s:
+        job = lock_job(s, job_id)
+        if job is None:
+            runtime.log.warning("video: job %s was deleted meanwhile; its files are removed", job_id)
+            runtime.discard_job_files(settings, job_id)
+            return False
+        if job.task_id != claim.task_id or worker_state(job) != RENDERING:
+            runtime.log.warning("video: job %s was taken over or finished meanwhile", job_id)
+            return False
+        timings = dict(job.timings or {})
+        timings["video_s"] = runtime.stage_elapsed(claim)
+        s.execute(delete(Report).where(Report.job_id == job_id, Report.kind == "video"))
+        s.add(Report(job_id=job_id, kind="video", path=storage.relative(video.path), media_type=video.media_type,
+                     size_bytes=video.path.stat().st_size, sha256=sha256_file(video.path)))
+        set_status(s, job, DONE, "done", worker=None, timings=timings)
+    return True
+
+
+def _remove_other_formats(path) -> None:
+    """A retried render may have left the other format behind (ffmpeg .mp4 vs the OpenCV .webm fallback)."""
+    for suffix in VIDEO_SUFFIXES:
+        if suffix != path.suffix:
+            try:
+                path.with_suffix(suffix).unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+@celery_app.task(name=VIDEO_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def video_task(self, job_id: str) -> bool:
+    return runtime.run_stage(self, "video", run_video, job_id)
