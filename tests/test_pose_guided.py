@@ -83,7 +83,7 @@ def test_a_crop_finds_the_same_joints_as_the_whole_frame(estimator):
     full = estimator.predict([photo])[0]
     guide = GuidedPose(estimator, crop_imgsz=256)
     guide.schedule.full(0.0, 0)  # the first frame was a whole one
-    dets, whole = guide.detect(photo, 0.05, [b for b in full.boxes])
+    dets, whole = guide.detect(photo, 0.05, list(enumerate(full.boxes)))
     assert not whole and guide.crops == len(full)
     assert len(dets) == len(full)
     near = []
@@ -190,11 +190,29 @@ def test_guided_looks_at_the_whole_frame_when_a_person_is_not_in_their_crop():
     guide.schedule.full(0.0, 0)
     img = np.zeros((360, 640, 3), np.uint8)
     img[100:180, 400:440] = 255  # far from where the tracker predicted them (a jump, a fast turn)
-    dets, whole = guide.detect(img, 0.1, [np.array([100, 100, 140, 180])])
+    dets, whole = guide.detect(img, 0.1, [(7, np.array([100, 100, 140, 180]))])
     assert whole and dets.boxes.tolist() == [[400, 100, 440, 180]]
     assert [c[1] for c in pose.calls] == [128, None]  # the crop, then the same frame whole
-    dets, whole = guide.detect(img, 0.2, [np.array([400, 100, 440, 180])])
+    # that person is followed in whole frames from now on; another one in a crop
+    dets, whole = guide.detect(img, 0.2, [(7, np.array([400, 100, 440, 180]))])
+    assert whole and dets.boxes.tolist() == [[400, 100, 440, 180]]
+    dets, whole = guide.detect(img, 0.3, [(8, np.array([400, 100, 440, 180]))])
     assert not whole and dets.boxes.tolist() == [[400, 100, 440, 180]]
+    assert guide.stats["hard_tracks"] == 1
+
+
+def test_a_prediction_narrower_than_the_person_still_finds_them():
+    """Arms swinging in make a constant-velocity box prediction far narrower than the person: the crop's
+    detection that covers it is theirs (no whole frame, not a hard person)."""
+    pose = BlobPose()
+    guide = GuidedPose(pose, crop_imgsz=128, redetect_s=10.0)
+    guide.schedule.full(0.0, 0)
+    img = np.zeros((360, 640, 3), np.uint8)
+    img[30:350, 300:420] = 255
+    dets, whole = guide.detect(img, 0.1, [(1, np.array([354, 40, 366, 340]))])  # IoU 0.09, inside the person
+    assert not whole and dets.boxes.tolist() == [[300, 30, 420, 350]] and not guide.hard
+    _, whole = guide.detect(img, 0.2, [(2, np.array([220, 40, 310, 340]))])  # overlaps only its edge
+    assert whole and guide.hard == {2}
 
 
 def test_extract_tracks_finds_a_person_entering_mid_clip(tmp_path, estimator):

@@ -34,7 +34,7 @@ from ..layouts import OPENPOSE18
 from .dataset import CLASSES, FPS, FRAME_H, FRAME_W, WINDOW
 from .features import pad_indices
 
-GENERATOR_VERSION = "1.2"
+GENERATOR_VERSION = "1.3"
 IDLE = -1  # pseudo-label for idle / transition frames
 
 # (low, high) ranges; the test split samples from ``test`` ranges, given as lists of intervals.
@@ -83,6 +83,8 @@ UPPER_BODY_FILL = (0.5, 0.85)   # visible part of the body / frame height (headr
 # windows of short clips: a share of windows keep only 15..31 of their frames, played back and forth to fill
 # the window (features.pad_indices), as the timeline does for tracks shorter than one window
 SHORT_CLIP_FRAMES = (15, 31)
+# low_rate: poses taken every LOW_RATE_STEPS-th frame (11 or 7.3 Hz of a 22 Hz window), the rest interpolated
+LOW_RATE_STEPS = (2, 3)
 # views beyond the split's yaw range, in every split: the person seen from the side (profile) or from behind
 P_SIDE_VIEW, SIDE_VIEW_YAW = 0.2, (60.0, 95.0)
 P_BACK_VIEW, BACK_VIEW_YAW = 0.07, (150.0, 210.0)
@@ -644,14 +646,34 @@ def short_clip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x[a0:a0 + n][pad_indices(n, T)]
 
 
+def low_rate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A window (T, J, 2) as the service sees one when it samples poses below the model's rate and interpolates
+    them back to it (models.action.timeline.resample_track): every d-th frame kept (d from LOW_RATE_STEPS, random
+    phase), the frames between linearly interpolated where the joint is present at both ends (missing otherwise),
+    the first and last kept frames held to the window's ends."""
+    T = len(x)
+    d = int(rng.choice(LOW_RATE_STEPS))
+    idx = np.arange(int(rng.integers(d)), T, d)
+    t = np.arange(T)
+    pos = np.clip(np.searchsorted(idx, t, side="right") - 1, 0, len(idx) - 1)
+    i0 = idx[pos]
+    i1 = idx[np.minimum(pos + 1, len(idx) - 1)]
+    i1 = np.where(t <= i0, i0, i1)  # before the first kept frame or on a kept frame: that frame
+    w = np.where(i1 > i0, (t - i0) / np.maximum(i1 - i0, 1), 0.0).astype(np.float32)[:, None, None]
+    present = np.abs(x).sum(-1) > 0
+    both = present[i0] & (present[i1] | (w[..., 0] == 0))
+    out = x[i0] + (x[i1] - x[i0]) * w
+    return np.where(both[..., None], out, 0.0).astype(x.dtype)
+
+
 def generate_negatives(n: int, split: str = "train", seed: int = 0, window: int = WINDOW,
                        p_drift: float = 0.8, p_hard: float = 0.4, mix=NEGATIVE_MIX,
-                       p_short: float = 0.0) -> tuple[np.ndarray, list[str]]:
+                       p_short: float = 0.0, p_low_rate: float = 0.0) -> tuple[np.ndarray, list[str]]:
     """``n`` windows with no action (N, window, 18, 2) pixels and their kinds (NEGATIVE_KINDS): idle
     stance, frozen/near-frozen action frames, everyday still poses, slow non-action movement; most
     with a slow camera pan/zoom (``p_drift``); a share ``p_hard`` with a real detector's errors on a hard
     person (seen from the side, cut by the frame edge, wobbling/flickering/swapped joints); a share ``p_short``
-    are short clips (:func:`short_clip`)."""
+    are short clips (:func:`short_clip`), a share ``p_low_rate`` sampled at a lower rate (:func:`low_rate`)."""
     rng = np.random.default_rng(seed)
     mix = np.asarray(mix, np.float64) / np.sum(mix)
     xs, kinds = [], []
@@ -666,6 +688,8 @@ def generate_negatives(n: int, split: str = "train", seed: int = 0, window: int 
             subj["center_x"] = float(rng.uniform(-0.03, 0.08) if rng.random() < 0.5 else rng.uniform(0.92, 1.03))
         x = render(segs, rng, subject=subj, time_scale=ts, camera_drift=bool(rng.random() < p_drift),
                    artefacts=hard)
+        if p_low_rate > 0 and rng.random() < p_low_rate:
+            x = low_rate(x, rng)
         xs.append(short_clip(x, rng) if p_short > 0 and rng.random() < p_short else x)
         kinds.append(kind)
     x = np.stack(xs) if xs else np.zeros((0, window, len(OPENPOSE18), 2), np.float32)
@@ -674,14 +698,16 @@ def generate_negatives(n: int, split: str = "train", seed: int = 0, window: int 
 
 def generate_windows(n_per_class: int, split: str = "train", seed: int = 0, window: int = WINDOW,
                      p_transition: float = 0.3, classes=range(len(CLASSES)), p_drift: float = 0.3,
-                     p_artefacts: float = 0.0, p_short: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                     p_artefacts: float = 0.0, p_short: float = 0.0, p_low_rate: float = 0.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Independent labelled windows: x (N, window, 18, 2) pixels, y (N,) 0-based labels.
 
     With probability ``p_transition`` a window starts or ends with 2..8 idle/transition frames; with
     probability ``p_drift`` the camera pans/zooms slowly (so camera motion alone never means "idle"); with
     probability ``p_artefacts`` the detector errors of the hard negatives are added too (training only, so
     those errors alone never mean "no action"); with probability ``p_short`` the window is a short clip
-    (:func:`short_clip`).
+    (:func:`short_clip`); with probability ``p_low_rate`` its poses are sampled at a lower rate and
+    interpolated (:func:`low_rate`).
     """
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -695,6 +721,8 @@ def generate_windows(n_per_class: int, split: str = "train", seed: int = 0, wind
             drift = bool(rng.random() < p_drift)
             art = bool(p_artefacts > 0 and rng.random() < p_artefacts)
             x = render(segs, rng, split=split, camera_drift=drift, artefacts=art)
+            if p_low_rate > 0 and rng.random() < p_low_rate:
+                x = low_rate(x, rng)
             xs.append(short_clip(x, rng) if p_short > 0 and rng.random() < p_short else x)
             ys.append(c)
     x = np.stack(xs)

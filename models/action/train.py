@@ -32,7 +32,7 @@ from .timeline import cut_windows, window_plan
 
 MODEL_LAYOUT = "openpose17"
 NAME = "gru_har"
-VERSION = "1.2.0"
+VERSION = "1.3.0"
 MIN_KEYPOINT_CONF = 0.3
 # share of synthetic training action windows given the detector errors of the hard negatives
 P_ARTEFACTS_TRAIN = 0.2
@@ -40,6 +40,9 @@ P_ARTEFACTS_TRAIN = 0.2
 NEGATIVES_PER_TRAIN_WINDOW_PER_CLASS = 3.0
 # share of short-clip windows (synth.short_clip) in every synthetic split, actions and no-action alike
 P_SHORT = 0.15
+# share of windows sampled below the model's rate and interpolated back (synth.low_rate), in every synthetic split
+# and the calibration tracks: the service samples poses at half the model's rate (models.pose.default_sample_fps)
+P_LOW_RATE = 0.5
 # evaluate, calibrate and run the model on each window and its mirror image, averaged (card: test_time_mirror)
 TEST_TIME_MIRROR = True
 # The "uncertain" threshold is calibrated on what a user is shown: a person's label, the mean of the window
@@ -141,17 +144,17 @@ def load_data(data_dir=None, synthetic: bool = True, n_train: int = 1000, n_val:
     g = synth.generate_windows
     # no-action windows (idle stance, frozen action frames, still poses, slow movement; see
     # synth.generate_negatives): training (uniform targets), calibration (val) and a held-out report (test)
-    idle, idle_kinds = synth.generate_negatives(max(6, 2 * n_val), "val", seed + 100, p_short=P_SHORT)
-    idle_train, _ = synth.generate_negatives(n_negatives_train(n_train), "train", seed + 10 ** 6, p_short=P_SHORT)
-    idle_test, idle_test_kinds = synth.generate_negatives(max(6, n_test), "test", seed + 200, p_short=P_SHORT)
+    idle, idle_kinds = synth.generate_negatives(max(6, 2 * n_val), "val", seed + 100, p_short=P_SHORT, p_low_rate=P_LOW_RATE)
+    idle_train, _ = synth.generate_negatives(n_negatives_train(n_train), "train", seed + 10 ** 6, p_short=P_SHORT, p_low_rate=P_LOW_RATE)
+    idle_test, idle_test_kinds = synth.generate_negatives(max(6, n_test), "test", seed + 200, p_short=P_SHORT, p_low_rate=P_LOW_RATE)
     return {
         "idle_train": idle_train, "idle_kinds": idle_kinds,
         "idle_test": idle_test, "idle_test_kinds": idle_test_kinds,
         "source": f"synthetic generator models.action.synth v{synth.GENERATOR_VERSION}",
-        "train": g(n_train, "train", seed, p_artefacts=P_ARTEFACTS_TRAIN, p_short=P_SHORT),
-        "val": g(n_val, "val", seed + 1, p_short=P_SHORT),
-        "heldout_val": g(n_val, "test", seed + 2, p_short=P_SHORT),
-        "test": g(n_test, "test", seed + 3, p_short=P_SHORT),
+        "train": g(n_train, "train", seed, p_artefacts=P_ARTEFACTS_TRAIN, p_short=P_SHORT, p_low_rate=P_LOW_RATE),
+        "val": g(n_val, "val", seed + 1, p_short=P_SHORT, p_low_rate=P_LOW_RATE),
+        "heldout_val": g(n_val, "test", seed + 2, p_short=P_SHORT, p_low_rate=P_LOW_RATE),
+        "test": g(n_test, "test", seed + 3, p_short=P_SHORT, p_low_rate=P_LOW_RATE),
         "idle": idle,
         "cal_tracks": dict(zip(("tracks", "y"), calibration_tracks(seed + 300))),
     }
@@ -163,8 +166,8 @@ def calibration_tracks(seed: int, split: str = "val", per_class: int = CALIBRATI
     (-1 = no action): per length, ``per_class`` tracks of every action and ``per_class`` no-action tracks."""
     tracks, ys = [], []
     for i, n in enumerate(lengths):
-        x, y = synth.generate_windows(per_class, split, seed + 10 * i, window=n)
-        neg, _ = synth.generate_negatives(per_class, split, seed + 10 * i + 5, window=n)
+        x, y = synth.generate_windows(per_class, split, seed + 10 * i, window=n, p_low_rate=P_LOW_RATE)
+        neg, _ = synth.generate_negatives(per_class, split, seed + 10 * i + 5, window=n, p_low_rate=P_LOW_RATE)
         starts, padded = window_plan(n, WINDOW, CALIBRATION_STRIDE)
         tracks += [cut_windows(seq, starts, padded, WINDOW) for seq in list(x) + list(neg)]
         ys += list(y) + [-1] * len(neg)
@@ -420,7 +423,8 @@ def train(out_dir, data_dir=None, synthetic: bool = True, seed: int = 0, n_train
                             "dropout": 0.2, "optimizer": "Adam, one-cycle LR",
                             "augmentation": "horizontal flip with left/right joint swap (p=0.5), feature noise; "
                                             f"{P_SHORT:.0%} of the windows of every split are short clips "
-                                            "(synth.short_clip); the generator's upper-body shots "
+                                            f"(synth.short_clip), {P_LOW_RATE:.0%} sampled at 1/2 or 1/3 of the "
+                                            "rate and interpolated back (synth.low_rate); the generator's upper-body shots "
                                             f"({synth.P_UPPER_BODY:.0%}), side ({synth.P_SIDE_VIEW:.0%}) and back "
                                             f"({synth.P_BACK_VIEW:.0%}) views",
                             "test_time_mirror": TEST_TIME_MIRROR,

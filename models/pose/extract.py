@@ -14,8 +14,8 @@ from .tracker import PoseTracker
 
 Progress = Callable[[int, int], None]
 # what a PoseExtraction holds depends on this code as well as on the pose model and settings: caches of
-# extractions key on it (2: tracks end at shot boundaries; 3: person-guided pose, decoding in a thread)
-EXTRACTION_VERSION = 3
+# extractions key on it (2: tracks end at shot boundaries; 3, 4: person-guided pose, decoding in a thread)
+EXTRACTION_VERSION = 4
 MODES = ("guided", "full")
 PROGRESS_EVERY = 8  # frames between progress calls in guided mode
 

@@ -8,7 +8,9 @@ crop, scaled to a small input (``crop_imgsz``, 224 px on its longest side), cost
 :class:`RedetectSchedule` decides, per sampled frame, whether the whole frame is needed: the first frame, every
 ``redetect_s`` seconds (a person who walks in is found within that time), after a shot cut, when nobody is
 being followed, on the frame after a followed person ran against the edge of their crop, and at once (the
-same frame again) when a followed person is not found in their crop.
+same frame again) when a followed person is not found in their crop; that person is then followed in whole
+frames for as long as they are tracked (crop and whole-frame views of a hard person, e.g. one cut by the frame's
+edge, disagree, and alternating them makes the joints jump).
 :func:`crop_region` turns a predicted box into the crop (box plus a margin, clipped to the frame) and
 :func:`to_frame` maps detections from crop pixels back to frame pixels (an exact shift: the crop is cut at
 integer pixels and the letterbox inside it is undone by :func:`~models.pose.onnx_backend.decode`).
@@ -24,7 +26,8 @@ from .onnx_backend import PoseDetections, box_iou, nms
 CROP_IMGSZ = 224      # longest side of a crop's network input
 CROP_MARGIN = 0.25    # around a predicted box, as a share of its longer side, on every side
 REDETECT_S = 1.0      # the whole frame at least this often
-MIN_MATCH_IOU = 0.2   # a crop's detection is its person's if it overlaps the prediction this much (or is centred in it)
+MIN_MATCH_IOU = 0.2   # a crop's detection is its person's if it overlaps the prediction this much (IoU),
+MIN_MATCH_COVER = 0.5  # or if this share of the smaller of the two boxes lies in the other
 EDGE_PX = 2.0         # a detection this close to a crop edge inside the frame may be cut off by the crop
 DEDUP_IOU = 0.7       # two crops that found the same person (overlapping people): keep the surer detection
 
@@ -117,7 +120,8 @@ class RedetectSchedule:
 class GuidedPose:
     """Pose on a stream of frames: whole frames per :class:`RedetectSchedule`, crops around the persons the
     tracker follows in between. ``detect(frame, t, predictions, cut)`` → (detections in frame pixels, whether
-    the whole frame was used)."""
+    the whole frame was used). A person once not found in their crop is followed in whole frames for the rest of
+    their track, so the service falls back to whole frames where crops do not work."""
 
     def __init__(self, estimator, crop_imgsz: int = CROP_IMGSZ, redetect_s: float = REDETECT_S,
                  margin: float = CROP_MARGIN):
@@ -125,33 +129,38 @@ class GuidedPose:
         self.crop_imgsz = int(crop_imgsz)
         self.margin = float(margin)
         self.schedule = RedetectSchedule(redetect_s)
+        self.hard: set[int] = set()  # keys of persons followed in whole frames only (see detect)
         self.full_frames = 0
         self.crop_frames = 0
         self.crops = 0
 
-    def detect(self, frame: np.ndarray, t: float, predictions: list[np.ndarray], cut: bool = False
+    def detect(self, frame: np.ndarray, t: float, predictions: list[tuple[int, np.ndarray]], cut: bool = False
                ) -> tuple[PoseDetections, bool]:
+        """``predictions``: (track key, predicted xyxy box) of every followed person (``PoseTracker.predictions``)."""
         h, w = frame.shape[:2]
-        if self.schedule.full(t, len(predictions), cut):
+        if self.schedule.full(t, len(predictions), cut) or any(k in self.hard for k, _ in predictions):
             return self._whole(frame), True
-        regions = [crop_region(b, w, h, self.margin) for b in predictions]
-        jobs = [(b, r) for b, r in zip(predictions, regions) if r is not None]
-        crops = [frame[r.y0:r.y1, r.x0:r.x1] for _, r in jobs]
+        regions = [crop_region(b, w, h, self.margin) for _, b in predictions]
+        jobs = [(k, b, r) for (k, b), r in zip(predictions, regions) if r is not None]
+        crops = [frame[r.y0:r.y1, r.x0:r.x1] for _, _, r in jobs]
         results = self.estimator.predict(crops, imgsz=self.crop_imgsz, rect=True) if crops else []
         self.crop_frames += 1
         self.crops += len(crops)
         found: list[PoseDetections] = []
-        lost = len(jobs) < len(predictions)  # someone is predicted out of the frame
-        for (pred, region), dets in zip(jobs, results):
+        lost = {k for k, _ in predictions} - {k for k, _, _ in jobs}  # predicted out of the frame
+        for (key, pred, region), dets in zip(jobs, results):
             best = self._best_match(to_frame(dets, region), pred)
             if best is None:
-                lost = True
+                lost.add(key)
                 continue
             if touches_inner_edge(best.boxes[0], region, w, h):
                 self.schedule.recheck()  # they may reach beyond the crop: the whole frame next time
             found.append(best)
         if lost:
-            # a person was not where the tracker expected: look for them in the whole of this frame
+            # not where the tracker expected them, or not found in a crop at all (a person cut by the frame's
+            # edge, seen from behind, blurred): look at the whole of this frame, and follow them in whole frames
+            # from now on (alternating crop and whole-frame views of a hard person makes their joints jump)
+            self.hard |= lost
             self.schedule.full(t, 0)
             return self._whole(frame), True
         dets = concat(found)
@@ -166,19 +175,23 @@ class GuidedPose:
 
     @staticmethod
     def _best_match(dets: PoseDetections, pred: np.ndarray) -> PoseDetections | None:
-        """The crop's detection of the person it was cut for: the one overlapping the prediction most."""
+        """The crop's detection of the person it was cut for: the one overlapping the prediction most, if it covers
+        at least MIN_MATCH_COVER of the prediction or of itself (a constant-velocity prediction of a box whose arms
+        swing in can be much narrower than the person)."""
         if len(dets) == 0:
             return None
         pred = np.asarray(pred, np.float64)
         iou = box_iou(pred[None], dets.boxes)[0]
         j = int(np.argmax(iou))
-        cx, cy = (dets.boxes[j, 0] + dets.boxes[j, 2]) / 2, (dets.boxes[j, 1] + dets.boxes[j, 3]) / 2
-        inside = pred[0] <= cx <= pred[2] and pred[1] <= cy <= pred[3]
-        if iou[j] < MIN_MATCH_IOU and not inside:
+        b = dets.boxes[j].astype(np.float64)
+        inter = (max(0.0, min(pred[2], b[2]) - max(pred[0], b[0]))
+                 * max(0.0, min(pred[3], b[3]) - max(pred[1], b[1])))
+        smaller = min(max(pred[2] - pred[0], 1.0) * max(pred[3] - pred[1], 1.0), max(b[2] - b[0], 1.0) * max(b[3] - b[1], 1.0))
+        if iou[j] < MIN_MATCH_IOU and inter / smaller < MIN_MATCH_COVER:
             return None
         return PoseDetections(dets.boxes[j:j + 1], dets.scores[j:j + 1], dets.keypoints[j:j + 1])
 
     @property
     def stats(self) -> dict:
         return {"full_frames": self.full_frames, "crop_frames": self.crop_frames, "crops": self.crops,
-                "crop_imgsz": self.crop_imgsz, "redetect_s": self.schedule.every_s, "margin": self.margin}
+                "hard_tracks": len(self.hard), "crop_imgsz": self.crop_imgsz, "redetect_s": self.schedule.every_s, "margin": self.margin}

@@ -195,9 +195,10 @@ class PoseTracker:
         self._live = still
         return out
 
-    def predictions(self) -> list[np.ndarray]:
-        """Where every live track (tentative ones too) is expected in the next frame: xyxy boxes."""
-        return [t.predicted_box() for t in self._live]
+    def predictions(self) -> list[tuple[int, np.ndarray]]:
+        """Where every live track (tentative ones too) is expected in the next frame: (key, xyxy box); the key
+        stays the same for a track's whole life and is never reused."""
+        return [(id(t), t.predicted_box()) for t in self._live]
 
     def cut(self) -> None:
         """A shot boundary: the next frame shows another scene, so no live track continues into it (a person seen
