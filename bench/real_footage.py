@@ -56,7 +56,7 @@ def pose_key(video: Path, estimator, fps: float, mode: str, crop_imgsz: int) -> 
 
     h = hashlib.sha256()
     h.update(sha256_file(video).encode())
-    h.update(json.dumps({"imgsz": estimator.imgsz, "rect": bool(estimator.rect), "fps": fps, "mode": mode,
+    h.update(json.dumps({"imgsz": estimator.imgsz, "rect": bool(estimator.rect), "fps": fps, "mode": mode, "threads": estimator.threads,
                          "crop": crop_imgsz if mode == "guided" else None, "redetect": REDETECT_S,
                          "model": estimator.sha256[:16], "extraction": EXTRACTION_VERSION}, sort_keys=True).encode())
     return h.hexdigest()[:24]
@@ -220,7 +220,7 @@ def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, 
     from models.pose import load_pose_estimator
 
     kw = {"imgsz": imgsz} if imgsz else {}
-    estimator = load_pose_estimator("onnx", threads=2, **kw)
+    estimator = load_pose_estimator("onnx", **kw)  # the service's threads (results may differ in the last bits)
     rows = []
     for path, truth in read_labels(clip_dir):
         if only and not any(s in path for s in only):

@@ -39,7 +39,7 @@ class Settings:
     # models
     pose_backend: str = "onnx"
     pose_imgsz: int = 480  # measured: 2.4-2.7x faster than 640, 95 % of joints within 5 % of body height
-    pose_threads: int = 0  # 0 = onnxruntime default
+    pose_threads: int = 1  # onnxruntime threads per pose worker process (0 = one per core)
     pose_batch: int = 8
     sample_fps: float = 0.0  # 0 = models.pose.default_sample_fps of the action model's training rate
     pose_mode: str = "guided"  # guided: whole frames every pose_redetect_s, person crops between; full

@@ -37,7 +37,7 @@ def cmd_run(args) -> int:
     from .video import VideoError
 
     kw = {"imgsz": args.imgsz} if args.imgsz else {}
-    if args.threads:
+    if args.threads is not None:
         kw["threads"] = args.threads
     if args.pose_model:
         kw["model_path"] = args.pose_model
@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the tracked keypoints (models.tracks.PoseExtraction bytes) here")
     r.add_argument("--stride", type=_number(int, 1), default=8, help="window stride in frames")
     r.add_argument("--out", default=None, help="write the JSON here (default: stdout)")
-    r.add_argument("--threads", type=_number(int, 0), default=None)
+    r.add_argument("--threads", type=_number(int, 0), default=None,
+                   help="pose model threads (default models.pose.DEFAULT_THREADS, 1; 0 = one per core)")
     r.add_argument("--batch-size", type=_number(int, 1), default=8)
     r.add_argument("--uncertain-threshold", type=_number(float, 0), default=None, help="default: the model card's")
     r.add_argument("--min-track-s", type=_number(float, 0), default=None,

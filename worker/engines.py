@@ -16,14 +16,14 @@ _classifier = None
 
 def get_pose_estimator(settings: Settings, imgsz: int | None = None):
     """The pose estimator for (backend, imgsz, threads), created at first use in this process."""
-    key = (settings.pose_backend, int(imgsz or settings.pose_imgsz), int(settings.pose_threads or 0))
+    key = (settings.pose_backend, int(imgsz or settings.pose_imgsz), int(settings.pose_threads))
     with _lock:
         est = _pose.get(key)
         if est is None:
             from models.pose import load_pose_estimator
 
             t0 = time.monotonic()
-            est = _pose[key] = load_pose_estimator(backend=key[0], imgsz=key[1], threads=key[2] or None)
+            est = _pose[key] = load_pose_estimator(backend=key[0], imgsz=key[1], threads=key[2])
             log.info("pose model %s loaded (imgsz %d) in %.2f s", getattr(est, "name", "?"), key[1],
                      time.monotonic() - t0)
         return est

@@ -14,6 +14,9 @@ from .tracker import PoseTracker
 # confident joints within 5 % of the person's height of the 640 px result.
 DEFAULT_IMGSZ = 480
 DEFAULT_RECT = True
+# onnxruntime threads per pose model: one, the decoding thread (models.video.prefetch) uses a second core, and a
+# machine is filled with worker processes (README, Speed); two threads cost ~1.5x the CPU per small crop here.
+DEFAULT_THREADS = 1
 # Poses are sampled at the action model's rate divided by this and interpolated back to it by the timeline
 # (bench/sample_rate.py, bench/real_footage.py --fps).
 SAMPLE_RATE_DIVISOR = 2
@@ -23,19 +26,22 @@ def default_sample_fps(model_fps: float) -> float:
     """The service's pose sampling rate for an action model trained at ``model_fps``."""
     return float(model_fps) / SAMPLE_RATE_DIVISOR
 
-__all__ = ["DEFAULT_IMGSZ", "DEFAULT_MODEL", "DEFAULT_RECT", "SAMPLE_RATE_DIVISOR", "OnnxPoseEstimator", "PoseDetections",
-           "PoseTracker", "default_sample_fps",
-           "extract_tracks", "load_pose_estimator"]
+__all__ = ["DEFAULT_IMGSZ", "DEFAULT_MODEL", "DEFAULT_RECT", "DEFAULT_THREADS", "SAMPLE_RATE_DIVISOR",
+           "OnnxPoseEstimator", "PoseDetections", "PoseTracker", "default_sample_fps", "extract_tracks",
+           "load_pose_estimator"]
 
 
 def load_pose_estimator(backend: str = "onnx", **kw):
     """``backend``: "onnx" (default, runtime) or "ultralytics" (reference; needs the export extra).
 
     Keyword arguments go to the estimator (``imgsz``, ``threads``, ``conf``, ``iou``, ``rect``, ...);
-    ``imgsz`` defaults to :data:`DEFAULT_IMGSZ` and ``rect`` to :data:`DEFAULT_RECT`.
+    ``imgsz`` defaults to :data:`DEFAULT_IMGSZ`, ``rect`` to :data:`DEFAULT_RECT`, ``threads`` to
+    :data:`DEFAULT_THREADS`.
     """
     kw.setdefault("imgsz", DEFAULT_IMGSZ)
     kw.setdefault("rect", DEFAULT_RECT)
+    if kw.get("threads") is None:
+        kw["threads"] = DEFAULT_THREADS  # 0: onnxruntime's default (a thread per core)
     if backend == "onnx":
         return OnnxPoseEstimator(**kw)
     if backend == "ultralytics":
