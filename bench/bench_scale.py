@@ -81,7 +81,8 @@ def get(base: str, job_id: str) -> dict:
 
 
 def video_state(job: dict) -> str | None:
-    v = job.get("video")
+    """The annotated video's state in the job JSON (``annotated_video.status``; None when none is made)."""
+    v = job.get("annotated_video")
     return v.get("status") if isinstance(v, dict) else None
 
 
