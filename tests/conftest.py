@@ -252,38 +252,30 @@ class Stack:
 
     def wait_final(self, job_id: str, timeout: float = 240.0, client=None) -> dict:
         """Poll ``GET /api/jobs/<id>`` until the job is done or failed; returns its JSON."""
-        client = client or self.client()
-        last = {}
-
-        def final():
-            nonlocal last
-            resp = client.get(f"/api/jobs/{job_id}")
-            assert resp.status_code == 200, resp.get_data(as_text=True)
-            last = resp.get_json()
-            return last if last["status"] in ("done", "failed") else None
-
-        try:
-            return wait_for(final, timeout, f"job {job_id}", interval=0.25)
-        except TimeoutError:
-            raise AssertionError(f"job {job_id} stuck at {last.get('status')}\n{self.log_text()}") from None
+        return self._poll(job_id, lambda j: j["status"] in ("done", "failed"), lambda j: j.get("status"),
+                          f"job {job_id}", timeout, client)
 
     def wait_video(self, job_id: str, timeout: float = 240.0, client=None) -> dict:
         """Poll ``GET /api/jobs/<id>`` until the job's annotated video is no longer rendering; returns its JSON."""
+        return self._poll(job_id, lambda j: j["annotated_video"]["status"] != "rendering",
+                          lambda j: j.get("annotated_video"), f"the video of job {job_id}", timeout, client)
+
+    def _poll(self, job_id: str, done, state, what: str, timeout: float, client) -> dict:
+        """The job's JSON once ``done(json)`` holds; an AssertionError with ``state(json)`` and the logs if never."""
         client = client or self.client()
         last = {}
 
-        def settled():
+        def check():
             nonlocal last
             resp = client.get(f"/api/jobs/{job_id}")
             assert resp.status_code == 200, resp.get_data(as_text=True)
             last = resp.get_json()
-            return last if last["annotated_video"]["status"] != "rendering" else None
+            return last if done(last) else None
 
         try:
-            return wait_for(settled, timeout, f"the annotated video of job {job_id}", interval=0.25)
+            return wait_for(check, timeout, what, interval=0.25)
         except TimeoutError:
-            raise AssertionError(f"the video of job {job_id} stuck at {last.get('annotated_video')}\n"
-                                 f"{self.log_text()}") from None
+            raise AssertionError(f"{what} stuck at {state(last)}\n{self.log_text()}") from None
 
 
 def _make_stack(name, tmp_path_factory, database_url_fn, redis_url):
