@@ -160,3 +160,19 @@ def test_a_shot_cut_ends_every_track():
     tracks = tr.finish()
     assert len(tracks) == 4
     assert sorted((float(t.times[0]), float(t.times[-1])) for t in tracks)[::2] == [(0.0, 9 / 22.0), (10 / 22.0, 19 / 22.0)]
+
+
+def test_prediction_keys_stay_with_their_track_and_are_never_reused():
+    """Guided pose remembers persons by these keys: a one-frame false positive's key never comes back."""
+    tr = PoseTracker(max_age=3, min_hits=2)
+    seen: list[int] = []
+    for i in range(12):
+        people = [person(100 + 2 * i)] + ([person(500)] if i % 3 == 0 else [])  # a flicker, dropped each time
+        tr.update(i, i / 10, dets(*people))
+        keys = [k for k, _ in tr.predictions()]
+        seen += [k for k in keys if k not in seen]
+        assert keys[0] == 1  # the steady person keeps theirs
+        box = tr.predictions()[0][1]
+        if i >= 2:  # once it has a velocity: predicted one frame ahead
+            assert abs((box[0] + box[2]) / 2 - (100 + 2 * (i + 1))) < 1.0
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 5  # the steady one and 4 flickers

@@ -96,6 +96,7 @@ class _Track:
     misses: int = 0  # frames since last match
     track_id: int = 0  # 0 until confirmed
     frames: list = field(default_factory=list)  # (frame_index, time, keypoints, box, score)
+    key: int = 0  # 1, 2, 3, ... in order of creation, tentative tracks included (PoseTracker.predictions)
 
     def predicted_box(self) -> np.ndarray:
         return self.box + self.velocity * (self.misses + 1)
@@ -119,6 +120,7 @@ class PoseTracker:
         self._live: list[_Track] = []
         self._done: list[_Track] = []
         self._next_id = 1
+        self._created = 0
 
     @classmethod
     def for_rate(cls, fps: float, max_gap_s: float = 0.7, confirm_s: float = 0.12, **kw) -> "PoseTracker":
@@ -172,7 +174,8 @@ class PoseTracker:
                 tr.hits += 1
                 tr.misses = 0
             else:
-                tr = _Track(box=box, keypoints=kp)
+                self._created += 1
+                tr = _Track(box=box, keypoints=kp, key=self._created)
                 self._live.append(tr)
                 matched_tracks.add(len(self._live) - 1)
             det_track.append(tr)
@@ -198,7 +201,7 @@ class PoseTracker:
     def predictions(self) -> list[tuple[int, np.ndarray]]:
         """Where every live track (tentative ones too) is expected in the next frame: (key, xyxy box); the key
         stays the same for a track's whole life and is never reused."""
-        return [(id(t), t.predicted_box()) for t in self._live]
+        return [(t.key, t.predicted_box()) for t in self._live]
 
     def cut(self) -> None:
         """A shot boundary: the next frame shows another scene, so no live track continues into it (a person seen
