@@ -279,6 +279,22 @@ def storage(settings: Settings) -> Storage:
     return Storage(settings.resolved_storage_dir)
 
 
+def lock_own(session, settings: Settings, claim: Claim) -> Job | None:
+    """Lock the job to commit what the claimed stage produced: the job, or None when that must be dropped — the
+    job was deleted meanwhile (what the stage wrote under ``jobs/<id>/`` is removed), or it is no longer in the
+    stage's state under this task (taken over, or finished)."""
+    job = lock_job(session, claim.job_id)
+    if job is None:
+        log.warning("%s: job %s was deleted meanwhile; its files are removed", claim.stage, claim.job_id)
+        discard_job_files(settings, claim.job_id)
+        return None
+    if job.task_id != claim.task_id or worker_state(job) != STAGES[claim.stage][0]:
+        log.warning("%s: job %s was taken over or finished meanwhile; its results are dropped", claim.stage,
+                    claim.job_id)
+        return None
+    return job
+
+
 def stage_elapsed(c: Claim) -> float:
     return round(time.monotonic() - c.start_monotonic, 3)
 

@@ -5,8 +5,8 @@ from sqlalchemy import delete
 
 from har.config import Settings
 from har.database import session_scope
-from har.db import CLASSIFYING, REPORTING, PoseData, Prediction, Segment
-from har.jobs import lock_job, set_status
+from har.db import REPORTING, PoseData, Prediction, Segment
+from har.jobs import set_status
 from models.action.timeline import NO_PERSON, TOO_SHORT
 from worker import runtime
 from worker.celery_app import CLASSIFY_TASK, celery_app
@@ -49,9 +49,8 @@ def _classify(settings: Settings, claim: runtime.Claim) -> bool:
         result = classify_extraction(extraction, classifier, stride=params["stride"])
 
     with session_scope(settings) as s:
-        job = lock_job(s, job_id)
-        if job is None or job.task_id != claim.task_id or job.status != CLASSIFYING:
-            runtime.log.warning("classify: job %s was taken over or finished meanwhile", job_id)
+        job = runtime.lock_own(s, settings, claim)
+        if job is None:
             return False
         s.execute(delete(Segment).where(Segment.job_id == job_id))
         s.execute(delete(Prediction).where(Prediction.job_id == job_id))

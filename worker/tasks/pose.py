@@ -8,7 +8,7 @@ from sqlalchemy import delete
 from har.config import Settings
 from har.database import session_scope
 from har.db import CLASSIFYING, PoseData, Track
-from har.jobs import lock_job, set_status
+from har.jobs import set_status
 from worker import runtime
 from worker.celery_app import POSE_TASK, celery_app
 from worker.engines import get_classifier, get_pose_estimator
@@ -67,9 +67,8 @@ def _extract(settings: Settings, claim: runtime.Claim) -> bool:
     data = extraction.to_bytes()
 
     with session_scope(settings) as s:
-        job = lock_job(s, job_id)
-        if job is None or job.task_id != claim.task_id or job.status != "extracting":
-            runtime.log.warning("pose: job %s was taken over or finished meanwhile; result dropped", job_id)
+        job = runtime.lock_own(s, settings, claim)
+        if job is None:
             return False
         s.execute(delete(Track).where(Track.job_id == job_id))
         s.execute(delete(PoseData).where(PoseData.job_id == job_id))

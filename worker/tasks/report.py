@@ -9,8 +9,8 @@ from sqlalchemy import delete
 
 from har.config import Settings
 from har.database import session_scope
-from har.db import DONE, RENDERING, REPORTING, Job, JobEvent, Report, utcnow
-from har.jobs import as_utc, lock_job, set_status
+from har.db import DONE, RENDERING, Job, JobEvent, Report, utcnow
+from har.jobs import as_utc, set_status
 from har.storage import sha256_file
 from worker import runtime
 from worker.celery_app import REPORT_TASK, celery_app
@@ -28,13 +28,8 @@ def _report(settings: Settings, claim: runtime.Claim) -> bool:
 
     storage = runtime.storage(settings)
     with session_scope(settings) as s:
-        job = lock_job(s, job_id)
+        job = runtime.lock_own(s, settings, claim)
         if job is None:
-            runtime.log.warning("report: job %s was deleted meanwhile; its files are removed", job_id)
-            runtime.discard_job_files(settings, job_id)
-            return False
-        if job.task_id != claim.task_id or job.status != REPORTING:
-            runtime.log.warning("report: job %s was taken over or finished meanwhile", job_id)
             return False
         annotate = runtime.job_params(job, settings)["annotate"]
         events = list(job.events)

@@ -11,8 +11,8 @@ from sqlalchemy import delete, select
 
 from har.config import Settings
 from har.database import session_scope
-from har.db import DONE, RENDERING, PoseData, Report
-from har.jobs import lock_job, set_status, worker_state
+from har.db import DONE, PoseData, Report
+from har.jobs import set_status
 from har.storage import sha256_file
 from worker import runtime
 from worker.celery_app import VIDEO_TASK, celery_app
@@ -50,13 +50,8 @@ def _render(settings: Settings, claim: runtime.Claim) -> bool:
         _remove_other_formats(video.path)
 
     with session_scope(settings) as s:
-        job = lock_job(s, job_id)
+        job = runtime.lock_own(s, settings, claim)
         if job is None:
-            runtime.log.warning("video: job %s was deleted meanwhile; its files are removed", job_id)
-            runtime.discard_job_files(settings, job_id)
-            return False
-        if job.task_id != claim.task_id or worker_state(job) != RENDERING:
-            runtime.log.warning("video: job %s was taken over or finished meanwhile", job_id)
             return False
         timings = dict(job.timings or {})
         timings["video_s"] = runtime.stage_elapsed(claim)
