@@ -205,10 +205,113 @@ def sample_frames(path: str | os.PathLike, target_fps: float | None = None
                   ) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield ``(sample_index, t_seconds, bgr_image)`` at about ``target_fps`` (see :class:`FrameSelector`).
 
-    ``target_fps=None`` yields every frame. ``t_seconds`` is the frame's own timestamp, from
-    ``CAP_PROP_POS_MSEC``, relative to the first frame. Frames come out as displayed (rotation applied).
-    Raises :class:`VideoError` if the file cannot be opened as a video.
+    ``target_fps=None`` yields every frame. ``t_seconds`` is the frame's own presentation timestamp, relative to
+    the first frame. Frames come out as displayed (rotation applied). Raises :class:`VideoError` if the file
+    cannot be opened as a video.
+
+    Decoding goes through PyAV (:func:`_sample_av`), which decodes only what the sampled frames need: frames
+    are chosen from the packets' timestamps before decoding, and the decoder skips the non-reference frames
+    (no other frame is predicted from them) that are not sampled. Files PyAV cannot open are read with OpenCV
+    (:func:`_sample_cv2`), which decodes every frame.
     """
+    plan = _plan_av(path, target_fps)
+    if plan is None:
+        yield from _sample_cv2(path, target_fps)
+    else:
+        yield from _sample_av(path, *plan)
+
+
+# Containers whose packets carry real presentation timestamps (in AVI, FFmpeg only guesses them from the
+# decoding order, wrongly when the stream has B-frames): PyAV reads these, OpenCV the rest.
+_PTS_CONTAINERS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "mpegts"}
+
+
+def _plan_av(path: str | os.PathLike, target_fps: float | None) -> tuple[int, dict[int, float]] | None:
+    """(video stream index, {pts of each frame to keep: its cleaned time in seconds}) from a pass over the packets
+    alone (no decoding), or None when PyAV should not read this file (PyAV missing, a container without
+    trustworthy timestamps, missing or repeated timestamps, anything FFmpeg cannot demux)."""
+    try:
+        import av
+    except ImportError:  # pragma: no cover - a runtime dependency
+        return None
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return None  # OpenCV's reader raises the user-facing VideoError
+    pts: list[int] = []
+    try:
+        with av.open(str(p)) as c:
+            if not c.streams.video or not _PTS_CONTAINERS & set(c.format.name.split(",")):
+                return None
+            stream = c.streams.video[0]
+            tb = float(stream.time_base or 0.0)
+            rate = stream.average_rate or stream.guessed_rate
+            source_fps = float(rate) if rate else 0.0
+            for pkt in c.demux(stream):
+                if pkt.size == 0 or pkt.is_discard:
+                    continue
+                if pkt.pts is None or not tb:
+                    return None
+                pts.append(int(pkt.pts))
+            index = stream.index
+    except av.error.FFmpegError:
+        return None
+    pts.sort()
+    if not pts or len(set(pts)) != len(pts):
+        return None
+    selector = FrameSelector(target_fps, source_fps)
+    keep: dict[int, float] = {}
+    for v in pts:
+        t = selector.timestamp(v * tb)
+        if selector.keep(t):
+            keep[v] = t
+    return index, keep
+
+
+def _sample_av(path: str | os.PathLike, stream_index: int, keep: dict[int, float]
+               ) -> Iterator[tuple[int, float, np.ndarray]]:
+    """:func:`sample_frames` through PyAV, for the frames :func:`_plan_av` chose: the decoder skips the
+    non-reference frames (no other frame is predicted from them) that are not sampled."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams[stream_index]
+        stream.thread_type = "NONE"  # one thread: the pose stage decodes beside the network (see prefetch)
+        ctx = stream.codec_context
+        out_index = 0
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                ctx.skip_frame = "DEFAULT" if int(packet.pts) in keep else "NONREF"
+            try:
+                frames = _decode(packet)
+            except av.error.FFmpegError:  # a damaged packet: its frame is lost, the rest of the video is not
+                continue
+            for frame in frames:
+                t = keep.get(frame.pts) if frame.pts is not None else None
+                if t is None:
+                    continue
+                yield out_index, float(t), _displayed(frame)
+                out_index += 1
+
+
+def _decode(packet) -> list:
+    return packet.decode()
+
+
+def _displayed(frame) -> np.ndarray:
+    """A decoded PyAV frame as a BGR image, turned as its display matrix says (phones record sideways)."""
+    img = frame.to_ndarray(format="bgr24")
+    clockwise = (-int(round(frame.rotation or 0))) % 360
+    if clockwise == 90:
+        return cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)
+    if clockwise == 180:
+        return cv2.rotate(img, cv2.ROTATE_180)
+    if clockwise == 270:
+        return cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return img
+
+
+def _sample_cv2(path: str | os.PathLike, target_fps: float | None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """:func:`sample_frames` through OpenCV: every frame is decoded (``grab``), the sampled ones converted."""
     cap = _open(path)
     try:
         selector = FrameSelector(target_fps, cap.get(cv2.CAP_PROP_FPS))

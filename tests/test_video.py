@@ -16,6 +16,12 @@ from models.tracks import PoseExtraction
 from models.video import FrameSelector, VideoError, expected_sample_count, probe_video, sample_frames
 from tests.media import ASSETS, make_empty_video, make_people_video, truncate_file
 
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+
+
+def _ffmpeg(*args):
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *map(str, args)], check=True, timeout=60)
+
 
 @pytest.fixture(scope="module")
 def people_30fps(tmp_path_factory):
@@ -54,8 +60,9 @@ def test_sample_30fps_to_22hz(people_30fps):
     assert samples[0][2].shape == (360, 640, 3) and samples[0][2].dtype == np.uint8
 
 
-def test_only_sampled_frames_are_converted_to_images(people_30fps, monkeypatch):
-    """Frames the sampling skips are only grabbed (demuxed and decoded), never converted into images."""
+def test_opencv_reader_converts_only_sampled_frames(people_30fps, monkeypatch):
+    """OpenCV's reader (files PyAV does not read): frames the sampling skips are only grabbed (demuxed and
+    decoded), never converted into images."""
     import models.video as video
 
     calls = {"grab": 0, "retrieve": 0}
@@ -77,10 +84,53 @@ def test_only_sampled_frames_are_converted_to_images(people_30fps, monkeypatch):
 
     real_open = video._open
     monkeypatch.setattr(video, "_open", lambda path: Counting(real_open(path)))
-    frames = list(video.sample_frames(people_30fps, 11.0))
+    frames = list(video._sample_cv2(people_30fps, 11.0))
     assert len(frames) == calls["retrieve"] == 33  # 3 s at 11 Hz
     assert calls["grab"] == 91  # every one of the 90 frames, and the end of the file
     assert [round(t * 30) for _, t, _ in frames][:6] == [0, 3, 5, 8, 11, 14]  # the frame nearest each k / 11 s
+
+
+def test_avi_is_read_with_opencv(tmp_path):
+    """AVI packets carry no presentation timestamps (FFmpeg guesses them from the decoding order): OpenCV reads
+    it; MP4 goes through PyAV's reader."""
+    import models.video as video
+
+    avi = make_people_video(tmp_path / "a.avi", seconds=0.5, size=(160, 90))
+    mp4 = make_people_video(tmp_path / "a.mp4", seconds=0.5, size=(160, 90))
+    assert video._plan_av(avi, 11.0) is None
+    assert video._plan_av(mp4, 11.0) is not None
+
+
+@needs_ffmpeg
+def test_pyav_reader_decodes_only_what_the_samples_need(people_30fps, tmp_path, monkeypatch):
+    """An H.264 clip with B-frames sampled at 11 Hz: the non-reference frames that are not sampled are never
+    decoded, only sampled frames are converted to images, and the result is the same frames, at the same
+    times, as OpenCV decoding every frame."""
+    import models.video as video
+
+    clip = tmp_path / "bframes.mp4"
+    _ffmpeg("-i", people_30fps, "-c:v", "libx264", "-bf", "3", "-b_strategy", "0", "-g", "60", "-pix_fmt", "yuv420p", clip)
+    decoded, converted = [], []
+    real_decode, real_displayed = video._decode, video._displayed
+
+    def counting_decode(packet):
+        frames = real_decode(packet)
+        decoded.extend(frames)
+        return frames
+
+    def counting_displayed(frame):
+        converted.append(frame.pts)
+        return real_displayed(frame)
+
+    monkeypatch.setattr(video, "_decode", counting_decode)
+    monkeypatch.setattr(video, "_displayed", counting_displayed)
+    frames = list(video.sample_frames(clip, 11.0))
+    assert len(frames) == len(converted) == 33
+    assert 33 < len(decoded) < 90  # reference frames are decoded whether sampled or not; the others only if sampled
+    reference = list(video._sample_cv2(clip, 11.0))
+    assert [round(t, 6) for _, t, _ in frames] == [round(t, 6) for _, t, _ in reference]
+    assert all(np.array_equal(a, b) for (_, _, a), (_, _, b) in zip(frames, reference))
+    assert len(list(video.sample_frames(clip, None))) == 90
 
 
 def test_every_frame_and_no_upsampling(people_30fps):
@@ -182,13 +232,6 @@ def test_rotation_metadata_applied(tmp_path, deg):
 
     expect = cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE if info.rotation_deg == 90 else cv2.ROTATE_90_COUNTERCLOCKWISE)
     assert np.abs(expect.astype(int) - frame).mean() < 2
-
-
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
-
-
-def _ffmpeg(*args):
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *map(str, args)], check=True, timeout=60)
 
 
 @needs_ffmpeg
