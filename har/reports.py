@@ -33,8 +33,8 @@ Formats
 
 ``report.html``
     A single self-contained page (inline CSS and SVG, no external assets): summary, one
-    timeline per person, per-person tables of segments and class probabilities, the models
-    used and the stage timings.
+    timeline per person with the plot of its window probabilities under it (:mod:`har.plots`),
+    per-person tables of segments and class probabilities, the models used and the stage timings.
 """
 from __future__ import annotations
 
@@ -181,8 +181,13 @@ def timeline_duration(result: dict[str, Any] | None, fallback: float | None = No
 
 
 def timeline_rows(result: dict[str, Any] | None, fallback_duration: float | None = None) -> list[dict[str, Any]]:
-    """Per person, the segments as percentages of the timeline width (for CSS or SVG)."""
+    """Per person, the segments as percentages of the timeline width (for CSS or SVG), and ``plot``: the
+    SVG of the person's window probabilities over the same time range (``""`` for results without windows)."""
+    from .plots import probability_svg  # har.plots uses this module's colours and labels
+
     duration = timeline_duration(result, fallback_duration)
+    classes = list((result or {}).get("classes") or CLASS_NAMES)
+    threshold = ((result or {}).get("params") or {}).get("uncertain_threshold")
     rows = []
     for person in (result or {}).get("persons") or []:
         segs = []
@@ -206,6 +211,7 @@ def timeline_rows(result: dict[str, Any] | None, fallback_duration: float | None
             "track_width_pct": round(
                 100.0 * max(0.0, float(person.get("end_s") or 0.0) - float(person.get("start_s") or 0.0)) / duration, 3
             ),
+            "plot": probability_svg(person, classes, duration, threshold),
         })
     return rows
 

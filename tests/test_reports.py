@@ -231,3 +231,39 @@ def test_timings_are_listed_in_stage_order():
     assert [k for k, _ in timings_in_order(t)] == [
         "queue_wait_s", "pose_s", "classify_s", "annotate_s", "report_s", "total_s", "aaa_s", "zzz_s"]
     assert timings_in_order(None) == []
+
+
+def svg_end(html: str, start: int) -> int:
+    """Where the <svg> element opening at ``start`` ends (it holds nested <svg> elements)."""
+    depth = 0
+    for m in re.finditer(r"<svg\b|</svg>", html[start:]):
+        depth += 1 if m.group() == "<svg" else -1
+        if depth == 0:
+            return start + m.end()
+    raise AssertionError("unclosed <svg>")
+
+
+def test_html_shows_each_persons_probability_plot_under_their_timeline():
+    import xml.etree.ElementTree as ET
+
+    result = sample_result()
+    html = reports.report_html(make_job(result))
+    # person 1 has one window (a plot); person 4 has none (no plot)
+    assert html.count('class="prob-plot"') == 1
+    assert 'aria-label="Class probabilities of person 1 over time"' in html
+    start = html.index('<svg xmlns="http://www.w3.org/2000/svg" class="prob-plot"')
+    end = svg_end(html, start)
+    root = ET.fromstring(html[start:end])
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    boxing = root.find(".//svg:g[@data-class='BOXING']/svg:polyline", ns)
+    assert boxing.get("points") == "0,3 145,3"  # 0-1.45 s of the 10 s timeline (1000 units), at 97 % of 100
+    # under person 1's timeline, before person 4's
+    assert html.index('aria-label="Timeline of person 1"') < start < html.index('aria-label="Timeline of person 4"')
+    # the threshold of the result is drawn
+    assert "uncertain below 55 %" in html[start:end]
+    # a result from before windows were stored: same report, no plot
+    for person in result["persons"]:
+        del person["windows"]
+    old = reports.report_html(make_job(result))
+    assert 'class="prob-plot"' not in old and 'class="tl-plot-row"' not in old
+    assert old.count('aria-label="Timeline of person') == 2

@@ -357,3 +357,53 @@ def test_run_again_button_with_csrf(csrf_app, settings, enqueued, clip):
     r = client.post(f"/jobs/{old}/rerun", data={"csrf_token": token, "imgsz": "333"})
     assert r.status_code == 303 and r.headers["Location"] == f"/jobs/{old}"
     assert "multiple of 32" in visible_text(client.get(f"/jobs/{old}").data) and enqueued == [new]
+
+
+def test_job_page_and_report_show_each_persons_probability_plot(client, settings, app, clip):
+    import xml.etree.ElementTree as ET
+
+    from tests.test_plots import make_windows
+    from tests.test_reports import sample_result, svg_end
+
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    # a finished job as the workers leave it (report files on disk): person 1 has one classified window,
+    # person 4 none
+    job_id = add_finished_job_with_files(settings, app, clip)
+    html = client.get(f"/jobs/{job_id}").data.decode()
+    assert html.count('class="prob-plot"') == 1 and html.count('class="tl-plot-row"') == 1
+    start = html.index('<svg xmlns="http://www.w3.org/2000/svg" class="prob-plot"')
+    plot = html[start:svg_end(html, start)]
+    assert html.index('aria-label="Timeline of person 1"') < start < html.index('aria-label="Timeline of person 4"')
+    root = ET.fromstring(plot)
+    assert root.get("aria-label") == "Class probabilities of person 1 over time"
+    assert root.find(".//svg:g[@data-class='BOXING']/svg:polyline", ns).get("points") == "0,3 145,3"
+    assert not EXTERNAL.search(html)
+    assert ".prob-plot" in client.get("/static/app.css").data.decode()
+    # the stored report.html, written when the job finished, has the same plot
+    assert plot in client.get(f"/api/jobs/{job_id}/report.html").data.decode()
+
+    # both people with windows: a plot under each timeline, the lines through their probabilities
+    result = sample_result()
+    for i, person in enumerate(result["persons"]):
+        person["windows"] = make_windows(12, start=person["start_s"], seed=i)
+    job_id = add_job(settings, status="done", result=result, overall_label="BOXING", overall_confidence=0.934,
+                     persons=2)
+    html = client.get(f"/jobs/{job_id}").data.decode()
+    assert html.count('class="prob-plot"') == 2
+    for person in result["persons"]:
+        start = html.rindex("<svg", 0, html.index(
+            f'aria-label="Class probabilities of person {person["track_id"]} over time"'))
+        root = ET.fromstring(html[start:svg_end(html, start)])
+        line = root.find(".//svg:g[@data-class='JUMPING']/svg:polyline", ns)
+        probs = [1 - float(xy.split(",")[1]) / 100 for xy in line.get("points").split()]
+        assert probs == pytest.approx([w["probabilities"][0] for w in person["windows"]], abs=0.00051)
+
+    # a job from before windows were stored: no plot on the page nor in its report
+    for person in result["persons"]:
+        del person["windows"]
+    job_id = add_job(settings, status="done", result=result, overall_label="BOXING", overall_confidence=0.934,
+                     persons=2)
+    html = client.get(f"/jobs/{job_id}").data.decode()
+    assert html.count('class="tl-track"') == 2 and 'class="prob-plot"' not in html
+    report = client.get(f"/api/jobs/{job_id}/report.html").data.decode()
+    assert report.count('aria-label="Timeline of person') == 2 and 'class="prob-plot"' not in report
