@@ -1,5 +1,7 @@
 """The annotated video (worker/annotate.py): H.264 .mp4 through ffmpeg when it is on PATH, OpenCV VP8
-.webm without it or when ffmpeg fails; one output frame per sampled frame, decodable by OpenCV."""
+.webm without it or when ffmpeg fails; frames at the display rate on the source's clock (for a constant-rate
+source as many as the pose sampling at that rate has), decodable by OpenCV. Timing in detail:
+tests/test_annotate_timing.py."""
 from __future__ import annotations
 
 import shutil
@@ -95,12 +97,15 @@ def only_output(tmp_path, video: AnnotatedVideo) -> None:
 
 @needs_ffmpeg
 def test_poses_sampled_below_the_display_rate_are_held_between_samples(tmp_path):
-    """Poses at 11 Hz: the video still has every frame at 22 fps, and every frame shows the overlay (the last
-    sample's, never a later one)."""
+    """Poses at 11 Hz: the video still has a frame every 1/22 s (the source's frame current then), and every frame
+    shows the overlay (the last sample's, never a later one)."""
     path, extraction, result = synthetic_clip(tmp_path / "sparse.mp4", (480, 270), fps=11.0)
     assert annotate.display_fps(extraction) == annotate.DISPLAY_FPS == 22.0
     video = write_annotated_video(path, extraction, result, tmp_path / "out" / "annotated.mp4")
-    raw = [f for _i, _t, f in sample_frames(path, 22.0)]
+    source = list(sample_frames(path, None))
+    times = np.array([t for _i, t, _f in source])
+    n = len(list(sample_frames(path, 22.0)))
+    raw = [source[int(np.searchsorted(times, k / 22.0 + 1e-3, side="right")) - 1][2] for k in range(n)]
     assert video.frames == len(raw) == 2 * extraction.n_frames - 1
     cap = cv2.VideoCapture(str(video.path))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(22.0, abs=0.01)

@@ -1,5 +1,13 @@
-"""The annotated video: the video's frames at :data:`DISPLAY_FPS` with each person's skeleton, box, track id and
-the action label (with its confidence) at that moment; between pose samples the last one's overlay is held.
+"""The annotated video: the video's pictures, on the source's own clock, at :func:`display_fps` with each
+person's skeleton, box, track id and the action label (with its confidence) at that moment.
+
+Timing: the output is constant-rate, frame ``k`` at ``k / fps``, from the first source frame (time 0, the clock of
+:func:`models.video.sample_frames`, which the pose extraction's ``frame_times`` and so the result's ``start_s`` /
+``end_s`` also use) to the source's end (the last frame's timestamp plus its display interval). Each output frame
+shows the source frame current at its time (the latest one whose timestamp is at or before it, repeated across a
+variable-frame-rate gap) and the overlay of the latest pose sample at or before that picture, held while the
+picture is less than one sampling interval after that sample. So the annotated video lasts as long as the source,
+whatever its frame rate, and a time in the result (a timeline segment's start) is the same moment in it.
 
 Encoding: when an ``ffmpeg`` binary is on PATH the frames are piped to it raw and encoded as H.264
 (libx264, yuv420p, ``+faststart``) into .mp4, which every browser plays inline; that is several times
@@ -11,12 +19,14 @@ video is written with OpenCV as WebM (VP8). :func:`write_annotated_video` says w
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -25,6 +35,7 @@ from models.layouts import get_layout
 from models.tracks import PoseExtraction
 
 log = logging.getLogger("worker")
+T = TypeVar("T")
 
 # The annotated video fits within 1280x720 (landscape, square) or 720x1280 (portrait): never above 720p.
 MAX_SIZE = (1280, 720)
@@ -35,6 +46,10 @@ FOURCC = "VP80"  # the OpenCV fallback
 X264_PRESET = "superfast"
 # Frames per second of the annotated video (the action model's rate); poses sampled more sparsely are held.
 DISPLAY_FPS = 22.0
+# Every source frame is decoded for the annotated video unless the source is faster than this many times its rate.
+DECODE_RATE_FACTOR = 4
+# Timestamps this close count as the same moment (containers round them, e.g. Matroska to milliseconds).
+SAME_TIME_S = 1e-3
 X264_CRF = 23
 FFMPEG_FINISH_TIMEOUT_S = 120.0  # for ffmpeg to flush and exit once all frames are written
 ENCODERS = ("auto", "ffmpeg", "opencv")
@@ -206,19 +221,70 @@ class _OpenCVWriter:
 
 def display_fps(extraction: PoseExtraction) -> float:
     """The annotated video's frame rate: :data:`DISPLAY_FPS`, or the pose sampling rate when that is higher,
-    never above the source's."""
+    never above the source's (average) rate."""
     meta = extraction.meta or {}
     fps = max(DISPLAY_FPS, float(extraction.sampled_fps or 0.0))
     source = float(meta.get("source_fps") or 0.0)
     return min(fps, source) if source > 0 else fps
 
 
-def _annotated_frames(video_path, extraction: PoseExtraction, result: dict | None, out_size: tuple[int, int]):
-    """Yield the annotated frames at :func:`display_fps`, ``out_size`` (w, h) each. Poses may be sampled more
-    sparsely than that: a frame shows the overlay of the latest pose sample at or before it (held for one
-    sampling interval), so the overlay never runs ahead of the picture."""
+def _decode_fps(extraction: PoseExtraction, fps: float) -> float | None:
+    """The rate to decode the source at for an output at ``fps``: every frame (None), unless the source is faster
+    than :data:`DECODE_RATE_FACTOR` times the output (slow-motion footage), then that many frames per output frame
+    (the picture shown is then at most 1 / (factor * fps) older than the latest source frame)."""
+    source = float((extraction.meta or {}).get("source_fps") or 0.0)
+    cap = DECODE_RATE_FACTOR * float(fps)
+    return cap if source > cap else None
+
+
+def on_grid(frames: Iterable[tuple[float, T]], fps: float, source_fps: float | None = None
+            ) -> Iterator[tuple[float, float, T, int]]:
+    """Place timed source frames on the constant-rate grid ``k / fps``.
+
+    ``frames``: ``(t_seconds, frame)`` in timestamp order, the first at 0. Yields ``(t, t_frame, frame, left)`` for
+    every grid point ``t`` from 0 to the source's end, the last frame's timestamp plus its display interval (the
+    interval to the frame before it, at most one average source interval ``1 / source_fps``): the frame shown at
+    ``t`` is the latest one whose timestamp ``t_frame`` is at or before ``t`` (within :data:`SAME_TIME_S`), so a
+    frame is repeated across a gap and frames between two grid points are left out. ``left`` is how many more
+    grid points show this same frame after this one (0 at its last), so a caller may draw on its last use only.
+    """
+    step = 1.0 / float(fps)
+    k = 0
+    held: tuple[float, T] | None = None
+    prev_t: float | None = None
+
+    def slots(until: float) -> int:  # grid points k.. whose time is before ``until`` (less the tolerance)
+        return max(0, int(math.ceil((until - SAME_TIME_S) / step - 1e-9)) - k)
+
+    for t, frame in frames:
+        t = float(t)
+        if held is not None:
+            n = slots(t)
+            for i in range(n):
+                yield (k + i) * step, held[0], held[1], n - 1 - i
+            k += n
+            prev_t = held[0]
+        held = (t, frame)
+    if held is None:
+        return
+    interval = held[0] - prev_t if prev_t is not None else step
+    if source_fps and source_fps > 0:
+        interval = min(interval, 1.0 / float(source_fps))
+    end = max(k, 1, int(round((held[0] + interval) / step)))
+    for i in range(end - k):
+        yield (k + i) * step, held[0], held[1], end - k - 1 - i
+
+
+def _annotated_frames(video_path, extraction: PoseExtraction, result: dict | None, out_size: tuple[int, int],
+                      fps: float | None = None):
+    """Yield the annotated frames, ``out_size`` (w, h) each, at ``fps`` (default :func:`display_fps`) on the
+    source's clock (:func:`on_grid`). Poses may be sampled more sparsely than that: a frame shows the overlay of
+    the latest pose sample at or before its picture, while the picture is less than one sampling interval after
+    that sample, so the overlay never runs ahead of the picture and is held (with the picture) between samples."""
     from models.video import sample_frames
 
+    fps = float(fps or display_fps(extraction))
+    meta = extraction.meta or {}
     persons = {int(p["track_id"]): p for p in (result or {}).get("persons") or []}
     edges = _edges(extraction.layout)
     by_frame: dict[int, list] = {}
@@ -229,16 +295,21 @@ def _annotated_frames(video_path, extraction: PoseExtraction, result: dict | Non
     out_w, out_h = out_size
     times = np.asarray(extraction.frame_times, np.float64)
     hold = 1.0 / float(extraction.sampled_fps) if extraction.sampled_fps else 0.0
-    for _idx, t, frame in sample_frames(video_path, display_fps(extraction)):
-        if frame.shape[1] != out_w or frame.shape[0] != out_h:
-            frame = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA)
-        j = int(np.searchsorted(times, t + 1e-6, side="right")) - 1
+    source = ((t, frame) for _idx, t, frame in sample_frames(video_path, _decode_fps(extraction, fps)))
+    shown_t, picture = None, None
+    for t, t_frame, frame, left in on_grid(source, fps, meta.get("source_fps")):
+        if t_frame != shown_t:  # a new source picture: scaled once, however often it is shown
+            shown_t, picture = t_frame, frame
+            if frame.shape[1] != out_w or frame.shape[0] != out_h:
+                picture = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        img = picture if left == 0 else picture.copy()  # drawn on: a copy while it is shown again
+        j = int(np.searchsorted(times, t_frame + SAME_TIME_S, side="right")) - 1
         entries = []
-        if j >= 0 and t - times[j] < hold + 1e-6:
+        if j >= 0 and t_frame - times[j] < hold + SAME_TIME_S:
             for tr, row in by_frame.get(j, []):
                 label, conf = label_at(persons.get(int(tr.track_id)), float(t))
                 entries.append((int(tr.track_id), tr.keypoints[row], tr.boxes[row], label, conf))
-        yield draw_frame(frame, entries, edges, out_w / w if w else 1.0, float(t))
+        yield draw_frame(img, entries, edges, out_w / w if w else 1.0, float(t))
 
 
 def output_size(width: int, height: int, max_size: tuple[int, int] = MAX_SIZE) -> tuple[int, int]:
@@ -261,7 +332,7 @@ def _write(kind: str, binary: str | None, video_path, extraction, result, out_pa
     writer = None
     written = 0
     try:
-        for frame in _annotated_frames(video_path, extraction, result, size):
+        for frame in _annotated_frames(video_path, extraction, result, size, fps):
             if writer is None:  # opened at the first frame: no encoder is started for an unreadable video
                 writer = (_FfmpegWriter(binary, tmp, size, fps) if kind == "ffmpeg" else _OpenCVWriter(tmp, size, fps))
             writer.write(frame)
@@ -284,8 +355,8 @@ def _write(kind: str, binary: str | None, video_path, extraction, result, out_pa
 def write_annotated_video(video_path: str | os.PathLike, extraction: PoseExtraction, result: dict | None,
                           out_path: str | os.PathLike, max_size: tuple[int, int] = MAX_SIZE,
                           encoder: str = "auto") -> AnnotatedVideo:
-    """Write the annotated sampled frames next to ``out_path`` (its suffix is replaced by the format's),
-    scaled to fit within ``max_size`` (:func:`output_size`).
+    """Write the annotated video next to ``out_path`` (its suffix is replaced by the format's): as long as the
+    source and on its clock (see the module's docstring), scaled to fit within ``max_size`` (:func:`output_size`).
 
     ``encoder``: "auto" = H.264 .mp4 through ffmpeg when it is on PATH, else (or when it fails) VP8 .webm
     through OpenCV; "ffmpeg" or "opencv" force one (no fallback).
