@@ -64,7 +64,23 @@ class Settings:
     requeue_after_s: float = 1800.0
     unsent_after_s: float = 60.0
     sweep_interval_s: float = 60.0
+    # retention (worker/retention.py): done or failed jobs unchanged for retention_days are removed, rows and
+    # files, by the workers' sweep, at most retention_batch a pass (0 days = keep everything)
+    retention_days: float = 0.0
+    retention_batch: int = 100
+    # low disk: an upload is refused (507) when storing it would leave less than min_free_mb free on the
+    # storage volume (0 = refuse only what does not fit)
+    min_free_mb: int = 1024
     jobs_per_page: int = 20
+    # GET /metrics (web/metrics.py): when set, a scrape must send "Authorization: Bearer <metrics_token>"
+    metrics_token: str = ""
+    # scripts/run_local.py: a part that stops (Redis, a worker, the web server) is started again after
+    # restart_delay_s, doubled after each quick exit up to restart_delay_max_s; a part that ran restart_stable_s
+    # is well again (the pause and the count start over); restart_give_up quick exits in a row stop the service
+    restart_delay_s: float = 1.0
+    restart_delay_max_s: float = 30.0
+    restart_stable_s: float = 60.0
+    restart_give_up: int = 5
 
     @property
     def allowed_extension_set(self) -> frozenset[str]:

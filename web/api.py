@@ -12,7 +12,7 @@ from har.db import DONE, FAILED, STATES, VIDEO_FAILED, VIDEO_RENDERING, Job
 from . import actions, get_session, get_settings, get_storage, json_error
 from .openapi import openapi_document
 from .serialize import job_detail, job_summary
-from .uploads import UploadError, accept_upload
+from .uploads import UploadError, accept_upload, refuse_when_disk_low
 
 bp = Blueprint("api", __name__)
 
@@ -31,6 +31,10 @@ def _not_found(job_id: str):
 
 @bp.post("/jobs")
 def create_job():
+    try:  # before request.files: reading the form spools the whole body to a temporary file
+        refuse_when_disk_low(get_settings(), get_storage(), request.content_length)
+    except UploadError as exc:
+        return json_error(exc.status, exc.error, exc.message)
     if "video" not in request.files:
         return json_error(400, "no_file", "Send the video as multipart/form-data in a field named 'video'.")
     try:

@@ -12,7 +12,7 @@ from har.db import STATES, TERMINAL_STATES, VIDEO_FAILED, VIDEO_READY, VIDEO_REN
 
 from . import actions, get_session, get_settings, get_storage
 from .serialize import eta_seconds
-from .uploads import PARAM_FIELDS, UploadError, accept_upload
+from .uploads import PARAM_FIELDS, UploadError, accept_upload, refuse_when_disk_low
 
 bp = Blueprint("ui", __name__)
 
@@ -35,6 +35,25 @@ def _limits():
         "params": PARAM_FIELDS,
         "defaults": {"imgsz": s.pose_imgsz, "fps": s.sample_fps or None, "stride": s.window_stride},
     }
+
+
+def _refuse_upload_when_disk_low():
+    """The upload form's low-disk answer (507, the reason on the form), before the request body is read."""
+    if request.method != "POST" or request.endpoint != "ui.upload":
+        return None
+    try:
+        refuse_when_disk_low(get_settings(), get_storage(), request.content_length)
+    except UploadError as exc:
+        flash(exc.message, "error")
+        form = UploadForm(formdata=None)  # not the posted form: reading it would spool the body to disk
+        return render_template("upload.html", form=form, failed_job=None, **_limits()), exc.status
+    return None
+
+
+@bp.record_once
+def _install_disk_guard(state) -> None:
+    # First of the app's before-request hooks: CSRFProtect's check reads the form, which spools the whole body.
+    state.app.before_request_funcs.setdefault(None, []).insert(0, _refuse_upload_when_disk_low)
 
 
 @bp.route("/", methods=["GET", "POST"])

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from flask import current_app
 
 from har.db import Job
+from har.disk import MB, LowDiskSpace, check_free_space, is_disk_full
 from har.storage import UploadTooLarge, file_extension
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,31 @@ def _enqueue(job_id: str, settings) -> None:
     enqueue_job(job_id, settings)
 
 
+LOW_DISK_MESSAGE = ("The server does not have enough free disk space to store this upload right now. "
+                    "Please try again later.")
+
+
+def _low_disk() -> UploadError:
+    return UploadError(507, "insufficient_storage", LOW_DISK_MESSAGE)
+
+
+def refuse_when_disk_low(settings, storage, incoming_bytes: int | None = None) -> None:
+    """Raise :class:`UploadError` 507 when storing ``incoming_bytes`` (the request's declared Content-Length; None:
+    unknown) would leave less than ``settings.min_free_mb`` free on the storage volume.
+
+    The views call it before the request body is read (parsing the form spools the file to a temporary file), so
+    a refused upload writes nothing anywhere. A declared length over the upload limit is left to the 413 answer."""
+    if incoming_bytes is not None and incoming_bytes > settings.max_upload_mb * MB:
+        return
+    try:
+        check_free_space(storage.root, settings.min_free_mb, incoming_bytes)
+    except LowDiskSpace as exc:
+        log.warning("upload refused for lack of disk space on %s: %s", storage.root, exc)
+        raise _low_disk() from None
+    except OSError:  # the volume cannot be asked: let the upload try
+        log.warning("could not read the free space of %s", storage.root, exc_info=True)
+
+
 def _human_limit(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         minutes = int(seconds // 60)
@@ -103,11 +129,17 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> 
     params = parse_params(form)
 
     max_bytes = settings.max_upload_mb * 1024 * 1024
+    refuse_when_disk_low(settings, storage)  # the views checked the declared size before the body was read
     try:
         rel, sha256, size = storage.save_upload(file, filename, max_bytes=max_bytes)
     except UploadTooLarge:
         raise UploadError(413, "file_too_large",
                           f"The file is too large: uploads are limited to {settings.max_upload_mb} MB.") from None
+    except OSError as exc:  # the disk filled while the file was written (save_upload removed its part)
+        if is_disk_full(exc):
+            log.warning("upload refused: the storage volume is full (%s)", exc)
+            raise _low_disk() from None
+        raise
     try:
         if size == 0:
             raise UploadError(400, "empty_file", f"“{filename}” is empty (0 bytes).")
@@ -143,9 +175,12 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> 
     try:
         job = create_job(session, video_fields, params)
         session.commit()
-    except BaseException:
+    except BaseException as exc:
         session.rollback()
         storage.delete(rel)
+        if isinstance(exc, Exception) and is_disk_full(exc):  # the database's disk is full
+            log.warning("upload refused: the database's disk is full (%s)", exc)
+            raise _low_disk() from None
         raise
 
     enqueue_or_fail(job, settings, session)

@@ -236,6 +236,10 @@ def readable_reason(stage: str, exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, SoftTimeLimitExceeded):
         return f"The {stage} stage took longer than the time limit and was stopped."
+    from har.disk import disk_full_reason, is_disk_full
+
+    if is_disk_full(exc):  # ENOSPC while writing outputs, or the database's disk full
+        return disk_full_reason(stage)
     try:
         from models.video import VideoError
     except Exception:  # pragma: no cover - models.video missing

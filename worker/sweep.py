@@ -17,7 +17,8 @@ is swept the same way: its render is enqueued again, or, once it used its attemp
 failed with the reason (the job stays done), so no video is left ``rendering`` for good.
 
 It runs in every worker at start-up and then every ``settings.sweep_interval_s`` (one worker at a time, by a
-Redis lock), and by hand with ``python -m worker.sweep``.
+Redis lock), and by hand with ``python -m worker.sweep``. Each periodic pass then removes expired jobs when data
+retention is on (``HAR_RETENTION_DAYS``: worker/retention.py, with its own lock).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from har.config import Settings, load_settings
 from har.database import session_scope
 from har.db import CLASSIFYING, EXTRACTING, QUEUED, RENDERING, REPORTING, TERMINAL_STATES, Job, utcnow
 from har.jobs import as_utc, fail_job, lock_job, unfinished_sql, worker_state
-from worker import runtime
+from worker import retention, runtime
 from worker.celery_app import (
     CLASSIFY_TASK,
     POSE_TASK,
@@ -122,16 +123,17 @@ def _acquire_lock(settings: Settings, seconds: float) -> bool:
 
 
 def sweep_once(settings: Settings, locked: bool = True) -> list[tuple[str, str]]:
-    if locked and not _acquire_lock(settings, settings.sweep_interval_s * 0.8):
-        return []
-    try:
-        actions = sweep(settings)
-        if actions:
-            log.warning("sweep: %s", actions)
-        return actions
-    except Exception:
-        log.exception("sweep failed")
-        return []
+    actions: list[tuple[str, str]] = []
+    if not locked or _acquire_lock(settings, settings.sweep_interval_s * 0.8):
+        try:
+            actions = sweep(settings)
+            if actions:
+                log.warning("sweep: %s", actions)
+        except Exception:
+            log.exception("sweep failed")
+    # HAR_RETENTION_DAYS: expired jobs removed in bounded batches, one worker per period (its own lock); never raises
+    retention.run_scheduled(settings)
+    return actions
 
 
 class SweepThread(threading.Thread):
