@@ -87,6 +87,8 @@ def openapi_document(settings=None) -> dict[str, Any]:
                         "422": _error("Not a readable video (corrupt, truncated) or longer than the limit."),
                         "503": _error("The queue is unavailable; the job was created and marked failed "
                                       "(its `id` and `status_url` are included)."),
+                        "507": _error("Not enough free disk space to store the upload (`HAR_MIN_FREE_MB`); "
+                                      "nothing was stored."),
                     },
                 },
                 "get": {
