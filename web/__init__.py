@@ -52,6 +52,12 @@ def create_app(settings: Settings | None = None, **config) -> Flask:
     csrf.exempt(api.bp)
     register_filters(app)
 
+    from . import health, metrics  # /healthz, /readyz, /metrics (README: Operations / Monitoring)
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    _log_job_ids(app)
+
     @app.teardown_appcontext
     def _close_session(exc):
         session = g.pop("db_session", None)
@@ -73,6 +79,32 @@ def create_app(settings: Settings | None = None, **config) -> Flask:
 
     _register_error_handlers(app)
     return app
+
+
+def _log_job_ids(app: Flask) -> None:
+    """Log lines of a request whose URL names a job carry " job=<id>" (har.logcontext)."""
+    import logging
+
+    from flask.logging import default_handler
+
+    from har import logcontext
+
+    logcontext.install()
+    default_handler.addFilter(logcontext.JOB_FILTER)
+    default_handler.setFormatter(logging.Formatter(logcontext.WEB_FORMAT))
+    app.logger  # noqa: B018 - attaches Flask's handler to the "web" loggers when nothing else handles them
+
+    @app.before_request
+    def _bind_job():
+        job_id = (request.view_args or {}).get("job_id")
+        if job_id:
+            g.log_job_token = logcontext.bind(str(job_id)[:64])
+
+    @app.teardown_request
+    def _unbind_job(exc):
+        token = g.pop("log_job_token", None)
+        if token is not None:
+            logcontext.unbind(token)
 
 
 def get_settings() -> Settings:

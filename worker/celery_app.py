@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 
-from celery import Celery
+from celery import Celery, signals
 
+from har import logcontext
 from har.config import Settings, load_settings
 from har.db import CLASSIFYING, EXTRACTING, QUEUED, RENDERING, REPORTING
 
@@ -70,6 +71,9 @@ def celery_config(settings: Settings) -> dict:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         enable_utc=True,
         timezone="UTC",
+        # every line logged while a stage task runs carries " job=<id>" (har.logcontext)
+        worker_log_format=logcontext.WORKER_FORMAT,
+        worker_task_log_format=logcontext.WORKER_TASK_FORMAT,
     )
 
 
@@ -87,6 +91,36 @@ app = celery_app  # `celery -A worker.celery_app` finds either name
 
 def get_settings() -> Settings:
     return celery_app.conf.har_settings
+
+
+# Logs: " job=<id>" on every line logged while a stage task handles a job (har.logcontext).
+STAGE_TASKS = frozenset({POSE_TASK, CLASSIFY_TASK, REPORT_TASK, VIDEO_TASK})
+logcontext.install()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _log_job_filter(logger=None, **_kw) -> None:
+    for handler in getattr(logger, "handlers", ()):
+        handler.addFilter(logcontext.JOB_FILTER)
+
+
+_log_tokens: dict = {}  # task id -> logcontext token (eager tasks run nested)
+
+
+@signals.task_prerun.connect
+def _log_job_bind(task_id=None, task=None, args=None, **_kw) -> None:
+    if task is not None and task.name in STAGE_TASKS and args:
+        from billiard.process import current_process
+
+        # a prefork pool process runs this task alone: the threads it starts log the job too
+        _log_tokens[task_id] = logcontext.bind(str(args[0]), process_wide=current_process().name != "MainProcess")
+
+
+@signals.task_postrun.connect
+def _log_job_unbind(task_id=None, task=None, **_kw) -> None:
+    if task is not None and task.name in STAGE_TASKS:
+        logcontext.unbind(_log_tokens.pop(task_id, None))
 
 
 # stage task -> the job states (har.jobs.worker_state) in which a job waits for that task (extracting: released
