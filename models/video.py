@@ -1,11 +1,12 @@
-"""Reading uploaded videos: probing and resampling to a target frame rate (OpenCV/FFmpeg).
+"""Reading uploaded videos: probing and resampling to a target frame rate (FFmpeg, through PyAV and OpenCV).
 
 * :func:`probe_video` checks that a file is a video with at least one decodable frame and returns
   its facts (:class:`VideoInfo`); anything else raises :class:`VideoError` with a message that can
   be shown to the user as is.
 * :func:`sample_frames` yields frames chosen by their presentation timestamps, so variable frame
   rate phone videos are resampled correctly; it never repeats a frame (no upsampling). Rotation
-  metadata is applied (frames come out as displayed).
+  metadata is applied (frames come out as displayed). Frames that are not sampled are not converted, and
+  in MP4/MOV/Matroska/MPEG-TS files they are not even decoded unless a sampled frame is predicted from them.
 """
 from __future__ import annotations
 
