@@ -9,13 +9,15 @@ import numpy as np
 from ..tracks import PoseExtraction
 from ..video import effective_fps, expected_sample_count, prefetch, probe_video, sample_frames
 from .guided import CROP_IMGSZ, REDETECT_S, GuidedPose
+from .relink import relink_tracks
 from .shots import ShotDetector
 from .tracker import PoseTracker
 
 Progress = Callable[[int, int], None]
 # what a PoseExtraction holds depends on this code as well as on the pose model and settings: caches of
-# extractions key on it (2: tracks end at shot boundaries; 3, 4: person-guided pose, decoding in a thread)
-EXTRACTION_VERSION = 4
+# extractions key on it (2: tracks end at shot boundaries; 3, 4: person-guided pose, decoding in a thread; 5: the pieces
+# of a person lost for up to a second are joined into one track, which may then have gaps)
+EXTRACTION_VERSION = 5
 MODES = ("guided", "full")
 PROGRESS_EVERY = 8  # frames between progress calls in guided mode
 
@@ -32,7 +34,8 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
     ``progress(done_frames, total_frames)`` is called as frames are done; ``total_frames`` is the expected
     number of sampled frames (from the container's frame count; raised to ``done_frames`` if the file holds
     more); the last call has ``done_frames == total_frames``. Tracks end at shot boundaries (hard cuts, see
-    :mod:`models.pose.shots`; their times are in ``meta["shot_cuts_s"]``). Raises
+    :mod:`models.pose.shots`; their times are in ``meta["shot_cuts_s"]``); within a shot, the pieces of a person lost
+    for up to a second are joined into one track (:mod:`models.pose.relink`). Raises
     :class:`models.video.VideoError` for files that are not usable videos.
     """
     if mode not in MODES:
@@ -88,6 +91,7 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         # fewer frames than the container's count promised (variable frame rate, gaps): say it is done
         progress(len(times), len(times))
 
+    tracklets = tracker.finish()  # pieces of one person are joined below (models.pose.relink)
     model = getattr(estimator, "info", None) or {
         "name": getattr(estimator, "name", type(estimator).__name__),
         "version": getattr(estimator, "version", "unknown"),
@@ -104,7 +108,7 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         "rotation_deg": info.rotation_deg,
         "codec": info.codec,
         "target_fps": target_fps,
-        "tracker": {"max_age": tracker.max_age, "min_hits": tracker.min_hits},
+        "tracker": {"max_age": tracker.max_age, "min_hits": tracker.min_hits, "tracklets": len(tracklets)},
         "shot_cuts_s": cuts,
         "pose_mode": mode,
         "guided": guide.stats if guide is not None else None,
@@ -115,7 +119,7 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         height=info.height,
         sampled_fps=sampled_fps,
         frame_times=np.asarray(times, np.float64),
-        tracks=tracker.finish(),
+        tracks=relink_tracks(tracklets, cuts_s=cuts),
         layout="coco17",
         meta=meta,
     )

@@ -6,6 +6,10 @@ Hungarian algorithm), with gates so that implausible pairs are never matched. A 
 ``max_age`` frames without a match (short occlusions, missed detections) and gets an id only once it
 has been matched ``min_hits`` times, so one-frame false positives do not produce tracks. Ids are
 1, 2, 3, ... in order of confirmation.
+
+A person lost for longer, or whose detection jumps out of the gates (a fast move, a jump), comes back as a new
+track; :mod:`models.pose.relink` joins such pieces after the fact, seeing both ends. ``max_age`` stays short: a
+constant-velocity guess drifts over a long gap, and guided pose runs a crop at every live track's prediction.
 """
 from __future__ import annotations
 
