@@ -197,6 +197,22 @@ def test_mostly_empty_windows_are_not_classified():
     assert r["status"] == "too_short" and r["persons"] == [] and r["short_tracks"][0]["frames"] == 40
 
 
+def test_windows_with_more_than_a_quarter_missing_are_not_classified():
+    """A 0.6 s gap (longer than resample_track bridges) in a 6 s track: no classified window has more than a
+    quarter of its frames in the gap (windows with more missing were wrong far more often)."""
+    n = 132
+    tr = make_track(n, nose_x=np.full(n, 250.0))
+    gap = (tr.times >= 2.7) & (tr.times < 3.3)
+    tr.keypoints[gap, :, 2] = 0.1  # below the keypoint confidence floor
+    clf = ScriptedClassifier(by_nose_x)
+    r = classify_extraction(extraction([tr]), clf, stride=4)
+    (p,) = r["persons"]
+    assert p["windows"]
+    missing = [float(((tr.times >= w["start_s"]) & (tr.times < w["end_s"]) & gap).sum()) / 32 for w in p["windows"]]
+    assert max(missing) <= 0.25 + 2 / 32 + 1e-6  # a frame at each edge of the gap is held (resample_track)
+    assert any(0 < m for m in missing)  # windows reach into the gap as far as allowed
+
+
 def test_low_confidence_keypoints_become_missing_before_the_model():
     clf = ScriptedClassifier(by_nose_x)
     tr = make_track(32)
