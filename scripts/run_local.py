@@ -4,8 +4,14 @@ the web app.
 
     python scripts/run_local.py            # http://127.0.0.1:8000 (HAR_PORT / --port to change)
 
-Everything it starts is its own child process and is stopped on Ctrl-C (or SIGTERM). The Redis
-it starts keeps its data (append-only file on) under var/redis/. Logs are printed with a prefix.
+Everything it starts is its own child process, supervised: a part that stops (Redis, a worker, the web
+server) is started again after a pause (``HAR_RESTART_DELAY_S``, doubling up to ``HAR_RESTART_DELAY_MAX_S``;
+back to the first once it ran ``HAR_RESTART_STABLE_S``) while the others keep running; a part that stops
+``HAR_RESTART_GIVE_UP`` times in a row, each time before it ran ``HAR_RESTART_STABLE_S``, stops the whole
+service (exit status 1). Ctrl-C (or SIGTERM) stops everything, a second one at once. The Redis it starts
+keeps its data (append-only file, fsync every second) under var/redis/ and is restarted on the same port, so
+the queued tasks survive a crash; the Celery workers reconnect to it by themselves. Logs are printed with a
+prefix; every start of a part is logged with its pid ("[run] pose worker started (pid 1234)").
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -44,36 +51,112 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, name: str, cmd: list[str], env: dict, stop_timeout: float = 30.0):
-        self.name, self.cmd, self.env, self.stop_timeout = name, cmd, env, stop_timeout
+    """One child process (started in its own session, so Ctrl-C reaches the runner only) and its restarts."""
+
+    def __init__(self, name: str, what: str, cmd: list[str], env: dict, stop_timeout: float = 30.0):
+        self.name, self.what, self.cmd, self.env, self.stop_timeout = name, what, cmd, env, stop_timeout
         self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.started_at = 0.0  # time.monotonic() of the last start
+        self.quick_exits = 0  # exits in a row, each before the part ran RestartPolicy.stable_s
+        self.delay = 0.0  # pause before the next restart (0: the policy's first delay)
+        self.restart_at: float | None = None  # a restart is due at this time.monotonic()
 
     def start(self) -> "Service":
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, bufsize=1,
                                      start_new_session=True)  # Ctrl-C reaches us only; we stop them in order
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.starts += 1
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        print(f"[run] {self.what} {'started' if self.starts == 1 else 'restarted'} (pid {self.proc.pid})", flush=True)
         return self
 
-    def _pump(self) -> None:
-        assert self.proc and self.proc.stdout
-        for line in self.proc.stdout:
+    def _pump(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout
+        for line in proc.stdout:
             sys.stdout.write(f"[{self.name}] {line}")
             sys.stdout.flush()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self) -> None:
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of the part's process group once its main process is gone, so that nothing of it
+        runs on (holding a job, the port) beside its replacement: gunicorn's workers serve on for a while after
+        their master was killed, a Redis child may be saving; a Celery worker's pool processes die with their
+        parent by themselves (prefork sets a parent-death signal), this only makes sure. Called right after the
+        main process ended: its pid, the group's id, is not reused while a process of the group is left."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # nothing left
+
+    def stop(self, force: threading.Event | None = None) -> None:
         if not self.alive():
+            self.kill_leftovers()
             return
         self.proc.send_signal(signal.SIGTERM)  # celery: warm shutdown; redis: save and exit
-        try:
-            self.proc.wait(self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            print(f"[run] {self.name} did not stop in {self.stop_timeout:.0f} s; killing it", flush=True)
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        deadline = time.monotonic() + self.stop_timeout
+        while self.proc.poll() is None:
+            if force is not None and force.is_set():
+                print(f"[run] killing {self.what}", flush=True)
+                break
+            if time.monotonic() > deadline:
+                print(f"[run] {self.what} did not stop in {self.stop_timeout:.0f} s; killing it", flush=True)
+                break
+            try:
+                self.proc.wait(0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill_leftovers()
+        self.proc.wait()
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    delay_s: float = 1.0  # the first pause before a restart; doubled after each quick exit
+    delay_max_s: float = 30.0
+    stable_s: float = 60.0  # a part that ran this long is well again: the pause and the count start over
+    give_up: int = 5  # this many quick exits in a row stop the whole service
+
+    @classmethod
+    def from_settings(cls, settings) -> "RestartPolicy":
+        return cls(delay_s=max(0.0, settings.restart_delay_s), delay_max_s=max(0.0, settings.restart_delay_max_s),
+                   stable_s=max(0.0, settings.restart_stable_s), give_up=max(1, settings.restart_give_up))
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds:.1f}".rstrip("0").rstrip(".") + " s"
+
+
+def supervise(services: list[Service], policy: RestartPolicy, now: float) -> str | None:
+    """One look at every part: schedule the restart of a part that stopped, start those that are due.
+    Returns why the whole service must stop (a part keeps stopping right after it starts), or None."""
+    for s in services:
+        if s.restart_at is not None:
+            if now >= s.restart_at:
+                s.start()
+            continue
+        if s.alive():
+            continue
+        code = s.proc.returncode
+        s.kill_leftovers()
+        if now - s.started_at >= policy.stable_s:
+            s.quick_exits, s.delay = 0, 0.0  # it ran well for a while: a new failure starts over
+        else:
+            s.quick_exits += 1
+            if s.quick_exits >= policy.give_up:
+                return (f"{s.what} exited (code {code}), {s.quick_exits} times in a row within "
+                        f"{fmt_s(policy.stable_s)} of starting; giving up (see its log above)")
+        delay = min(s.delay or policy.delay_s, policy.delay_max_s)
+        s.delay = min(delay * 2, policy.delay_max_s)
+        s.restart_at = now + delay
+        print(f"[run] {s.what} exited (code {code}); restarting in {fmt_s(delay)}", flush=True)
+    return None
 
 
 def main(argv=None) -> int:
@@ -90,6 +173,7 @@ def main(argv=None) -> int:
 
     env = dict(os.environ)
     settings = load_settings()
+    policy = RestartPolicy.from_settings(settings)
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     env["HAR_DATA_DIR"] = str(data_dir)
@@ -101,90 +185,100 @@ def main(argv=None) -> int:
         print(f"[run] port {args.port} is already in use: set HAR_PORT (or --port) to another one", flush=True)
         return 2
 
-    print(f"[run] database: migrating {settings.resolved_database_url}", flush=True)
-    upgrade_database(settings.resolved_database_url)
-
-    # Redis: our own server, unless HAR_REDIS_URL names one that already runs.
-    redis_url = urlparse(settings.redis_url)
-    redis_host, redis_port = redis_url.hostname or "127.0.0.1", redis_url.port or 6379
-    explicit = bool(os.environ.get("HAR_REDIS_URL"))
-    if redis_host in LOCAL_HOSTS or redis_host == "127.0.0.1":
-        if port_open("127.0.0.1", redis_port) and not explicit:
-            redis_port = free_port()  # something else owns 6379: run ours beside it
-        if not port_open("127.0.0.1", redis_port):
-            exe = shutil.which("redis-server")
-            if not exe:
-                print("[run] redis-server is not installed (scripts/start.sh installs it)", flush=True)
-                return 2
-            redis_dir = data_dir / "redis"
-            redis_dir.mkdir(parents=True, exist_ok=True)
-            services.append(Service("redis", [
-                exe, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
-            ], env, stop_timeout=15).start())
-            deadline = time.monotonic() + 15
-            while not port_open("127.0.0.1", redis_port):
-                if time.monotonic() > deadline or not services[-1].alive():
-                    print("[run] redis-server did not start", flush=True)
-                    stop_all(services)
-                    return 1
-                time.sleep(0.1)
-        db = (redis_url.path or "/0").lstrip("/") or "0"
-        env["HAR_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/{db}"
-    print(f"[run] redis: {env.get('HAR_REDIS_URL', settings.redis_url)}", flush=True)
-
-    celery = [py, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-              "--without-gossip", "--without-mingle"]
-    for name, queues in worker_queues(settings).items():
-        concurrency = max(1, args.pose_workers) if name == "pose" else 1
-        services.append(Service(name, celery + ["--concurrency", str(concurrency), "-Q", ",".join(queues),
-                                                "-n", f"{name}@%h"], env, 60).start())
-
-    if shutil.which("gunicorn", path=str(Path(py).parent)) or shutil.which("gunicorn"):
-        gunicorn = shutil.which("gunicorn", path=str(Path(py).parent)) or shutil.which("gunicorn")
-        web = [gunicorn, "web:create_app()", "--bind", f"{args.host}:{args.port}", "--workers",
-               str(args.web_workers), "--threads", "4", "--timeout", "300", "--access-logfile", "-"]
-    else:
-        web = [py, "-m", "flask", "--app", "web:create_app()", "run", "--host", args.host, "--port", str(args.port)]
-    services.append(Service("web", web, env, 15).start())
-
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    stopping = threading.Event()
+    stopping, force = threading.Event(), threading.Event()
 
     def on_signal(signum, _frame):
+        if stopping.is_set():
+            force.set()  # a second Ctrl-C: stop now
         stopping.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    ready = False
-    deadline = time.monotonic() + 120
-    rc = 0
-    while not stopping.is_set():
-        dead = [s for s in services if not s.alive()]
-        if dead:
-            print(f"[run] {dead[0].name} exited (code {dead[0].proc.returncode}); stopping everything", flush=True)
-            rc = 1
-            break
-        if not ready:
-            try:
-                urllib.request.urlopen(url + "/", timeout=2).close()
-                ready = True
-            except urllib.error.HTTPError:
-                ready = True  # it answers
-            except OSError:
-                if time.monotonic() > deadline:
-                    print("[run] the web app did not answer within 120 s", flush=True)
-                    rc = 1
-                    break
-            if ready:
-                print(f"\n[run] ready: open {url}   (Ctrl-C stops everything)\n", flush=True)
-        stopping.wait(0.5)
+    print(f"[run] database: migrating {settings.resolved_database_url}", flush=True)
+    upgrade_database(settings.resolved_database_url)
 
-    print("[run] stopping ...", flush=True)
-    stop_all(services)
-    print("[run] stopped", flush=True)
+    rc = 0
+    try:
+        # Redis: our own server, unless HAR_REDIS_URL names one that already runs.
+        redis_url = urlparse(settings.redis_url)
+        redis_host, redis_port = redis_url.hostname or "127.0.0.1", redis_url.port or 6379
+        explicit = bool(os.environ.get("HAR_REDIS_URL"))
+        if redis_host in LOCAL_HOSTS or redis_host == "127.0.0.1":
+            if port_open("127.0.0.1", redis_port) and not explicit:
+                redis_port = free_port()  # something else owns 6379: run ours beside it
+            if not port_open("127.0.0.1", redis_port):
+                exe = shutil.which("redis-server")
+                if not exe:
+                    print("[run] redis-server is not installed (scripts/start.sh installs it)", flush=True)
+                    return 2
+                redis_dir = data_dir / "redis"
+                redis_dir.mkdir(parents=True, exist_ok=True)
+                # Append-only file, fsync'd every second: a restarted Redis (same port, same dir) still has the
+                # queued tasks and the unacknowledged ones of a crash.
+                services.append(Service("redis", "redis-server", [
+                    exe, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
+                    "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                    "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+                ], env, stop_timeout=15).start())
+                deadline = time.monotonic() + 15
+                while not port_open("127.0.0.1", redis_port):
+                    if time.monotonic() > deadline or not services[-1].alive():
+                        print("[run] redis-server did not start", flush=True)
+                        return 1
+                    if stopping.wait(0.1):
+                        return 0
+            db = (redis_url.path or "/0").lstrip("/") or "0"
+            env["HAR_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/{db}"
+        print(f"[run] redis: {env.get('HAR_REDIS_URL', settings.redis_url)}", flush=True)
+
+        # The workers are not restarted when Redis is: they reconnect by themselves (broker_connection_retry).
+        celery = [py, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                  "--without-gossip", "--without-mingle"]
+        for name, queues in worker_queues(settings).items():
+            if stopping.is_set():
+                return 0
+            concurrency = max(1, args.pose_workers) if name == "pose" else 1
+            services.append(Service(name, f"{name} worker", celery + [
+                "--concurrency", str(concurrency), "-Q", ",".join(queues), "-n", f"{name}@%h"], env, 60).start())
+
+        gunicorn = shutil.which("gunicorn", path=str(Path(py).parent)) or shutil.which("gunicorn")
+        if gunicorn:
+            web = [gunicorn, "web:create_app()", "--bind", f"{args.host}:{args.port}", "--workers",
+                   str(args.web_workers), "--threads", "4", "--timeout", "300", "--access-logfile", "-"]
+        else:
+            web = [py, "-m", "flask", "--app", "web:create_app()", "run", "--host", args.host, "--port", str(args.port)]
+        if stopping.is_set():
+            return 0
+        services.append(Service("web", "web server", web, env, 15).start())
+
+        url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+        ready = False
+        deadline = time.monotonic() + 120
+        while not stopping.is_set():
+            failed = supervise(services, policy, time.monotonic())
+            if failed:
+                print(f"[run] {failed}: stopping everything", flush=True)
+                rc = 1
+                break
+            if not ready:
+                try:
+                    urllib.request.urlopen(url + "/", timeout=2).close()
+                    ready = True
+                except urllib.error.HTTPError:
+                    ready = True  # it answers
+                except OSError:
+                    if time.monotonic() > deadline:
+                        print("[run] the web app did not answer within 120 s", flush=True)
+                        rc = 1
+                        break
+                if ready:
+                    print(f"\n[run] ready: open {url}   (Ctrl-C stops everything)\n", flush=True)
+            stopping.wait(0.25)
+    finally:
+        print("[run] stopping ...", flush=True)
+        stop_all(services, force)
+        print("[run] stopped", flush=True)
     return rc
 
 
@@ -201,9 +295,10 @@ def worker_queues(settings) -> dict[str, list[str]]:
     return workers
 
 
-def stop_all(services: list[Service]) -> None:
-    for s in reversed(services):  # web first, then the workers, Redis last
-        s.stop()
+def stop_all(services: list[Service], force: threading.Event | None = None) -> None:
+    for s in reversed(services):  # web first, then the workers, Redis last; none is restarted any more
+        s.restart_at = None
+        s.stop(force)
 
 
 if __name__ == "__main__":

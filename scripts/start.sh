@@ -3,7 +3,8 @@
 #   scripts/start.sh                 → http://127.0.0.1:8000   (HAR_PORT=8080 scripts/start.sh to change)
 # Installs what is missing (redis-server, python3-venv; a virtualenv .venv with requirements.txt),
 # migrates the database, starts Redis (data in var/redis, append-only), one Celery worker per queue
-# and the web app. Ctrl-C stops everything. Settings: HAR_* environment variables (har/config.py).
+# and the web app, and restarts any of them that dies (see scripts/run_local.py). Ctrl-C stops everything.
+# Settings: HAR_* environment variables (har/config.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
