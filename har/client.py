@@ -32,7 +32,8 @@ Exit codes:
     2    usage error: bad arguments, a video that cannot be read, an output file that cannot be written
     3    the server cannot be reached, answered with an HTTP 5xx error, or sent something unexpected
     4    the server refused the request (HTTP 4xx): an upload it does not accept (415 type, 413 size,
-         422 unreadable or too long, 400 bad setting), an unknown job id, ...; its message is printed
+         422 unreadable or too long, 400 bad setting), an unknown job id, a token it does not accept or
+         needs (401), too many uploads (429: the message says when to try again), ...; its message is printed
     5    timed out waiting (--timeout); the job goes on on the server
     6    not ready yet (without --wait): the job is not done, or its annotated video is still rendering
     130  interrupted (Ctrl-C); a submitted job goes on on the server

@@ -31,7 +31,12 @@ class Settings:
     data_dir: str = str(DEFAULT_DATA_DIR)
     database_url: str = ""  # default: sqlite file in data_dir
     redis_url: str = "redis://127.0.0.1:6379/0"
-    storage_dir: str = ""  # default: data_dir/storage
+    storage_dir: str = ""  # default: data_dir/storage (with S3 storage: the local spool, see har/storage.py)
+    # where uploads and generated files are stored: "" = local files in storage_dir; s3://bucket/prefix = an
+    # S3-compatible bucket (endpoint: s3_endpoint_url, else AWS_ENDPOINT_URL; credentials and region from the
+    # standard AWS variables)
+    storage_url: str = ""
+    s3_endpoint_url: str = ""
     secret_key: str = ""  # default: generated once and kept in data_dir
     max_upload_mb: int = 500
     max_video_seconds: float = 600.0
@@ -74,6 +79,13 @@ class Settings:
     jobs_per_page: int = 20
     # GET /metrics (web/metrics.py): when set, a scrape must send "Authorization: Bearer <metrics_token>"
     metrics_token: str = ""
+    # access (web/auth.py): "optional" = anyone may submit jobs (a browser is known by a signed cookie, an API
+    # client by its token); "required" = submitting a job (upload, re-run) needs an API token
+    auth: str = "optional"
+    # new jobs (uploads and re-runs) per client per window (web/ratelimit.py): "20/hour", "5/10min", "0"/"off"
+    upload_rate: str = "60/hour"
+    # reverse proxies in front of the web app whose X-Forwarded-For / -Proto are trusted (client IP, https)
+    trusted_proxies: int = 0
     # scripts/run_local.py: a part that stops (Redis, a worker, the web server) is started again after
     # restart_delay_s, doubled after each quick exit up to restart_delay_max_s; a part that ran restart_stable_s
     # is well again (the pause and the count start over); restart_give_up quick exits in a row stop the service

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
@@ -111,6 +113,9 @@ class Job(Base):
     # The annotated video: rendering | ready | failed (VIDEO_STATES), null when none was asked for; why it failed.
     video_status: Mapped[str | None] = mapped_column(String(16))
     video_error: Mapped[str | None] = mapped_column(Text)
+    # Who submitted it (web/auth.py): "token:<api token name>" or "anon:<browser identity>"; null for jobs from
+    # before owners were recorded (listed to nobody; only an admin token may delete or re-run them).
+    owner: Mapped[str | None] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -244,7 +249,27 @@ class Report(Base):
     job: Mapped[Job] = relationship(back_populates="reports")
 
 
+class ApiToken(Base):
+    """An API token (web/auth.py): only the SHA-256 of the token is stored. Jobs submitted with it belong to
+    ``token:<name>``; a name has at most one active (not revoked) token."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        Index("ux_api_tokens_active_name", "name", unique=True, sqlite_where=text("revoked_at IS NULL"),
+              postgresql_where=text("revoked_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the token
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 Index("ix_jobs_created_at_id", Job.created_at.desc(), Job.id)
+Index("ix_jobs_owner_created_at", Job.owner, Job.created_at)
 
 
 def make_engine(url: str) -> Engine:

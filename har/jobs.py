@@ -111,14 +111,15 @@ def as_utc(dt: datetime | None) -> datetime | None:
 
 
 def create_job(session: Session, video_fields: dict[str, Any], params: dict[str, Any] | None = None,
-               job_id: str | None = None) -> Job:
+               job_id: str | None = None, owner: str | None = None) -> Job:
     """A new ``queued`` job for a new video row (``video_fields``: path, original_filename, sha256,
-    size_bytes, container, codec, duration_s, fps, frame_count, width, height, rotation_deg)."""
+    size_bytes, container, codec, duration_s, fps, frame_count, width, height, rotation_deg), belonging to
+    ``owner`` (``jobs.owner``: who submitted it, web/auth.py)."""
     video = Video(**video_fields)
     now = utcnow()
     job = Job(video=video, status=QUEUED, stage="waiting for a worker", params=dict(params or {}),
               timings={}, frames_done=0, frames_total=int(video_fields.get("frame_count") or 0),
-              attempts=0, created_at=now, updated_at=now)
+              attempts=0, created_at=now, updated_at=now, owner=owner)
     if job_id:
         job.id = job_id
     session.add(job)
@@ -128,17 +129,20 @@ def create_job(session: Session, video_fields: dict[str, Any], params: dict[str,
     return job
 
 
-def create_rerun(session: Session, source: Job, params: dict[str, Any] | None = None) -> Job:
+def create_rerun(session: Session, source: Job, params: dict[str, Any] | None = None,
+                 owner: str | None = None) -> Job:
     """A new ``queued`` job for the same stored video as the finished job ``source`` (locked by the
-    caller with :func:`lock_job`). Its params are ``source``'s with ``params`` on top. ``source`` stays
-    as it is (it remains in the history). Raises :class:`JobBusy` unless ``source`` is done or failed."""
+    caller with :func:`lock_job`), belonging to ``owner`` (who asked for it). Its params are ``source``'s with
+    ``params`` on top. ``source`` stays as it is (it remains in the history). Raises :class:`JobBusy` unless
+    ``source`` is done or failed."""
     if source.status not in TERMINAL_STATES:
         raise JobBusy(source)
     video = source.video
     now = utcnow()
     merged = {**(source.params or {}), **(params or {})}
     job = Job(video_id=video.id, status=QUEUED, stage="waiting for a worker", params=merged, timings={},
-              frames_done=0, frames_total=int(video.frame_count or 0), attempts=0, created_at=now, updated_at=now)
+              frames_done=0, frames_total=int(video.frame_count or 0), attempts=0, created_at=now, updated_at=now,
+              owner=owner)
     session.add(job)
     session.flush()
     session.add(JobEvent(job_id=job.id, status=QUEUED, message=f"run again from job {source.id}", at=now))

@@ -1,7 +1,7 @@
 """Downloadable reports for a finished job: JSON, CSV and a standalone HTML page.
 
 The functions here are pure (a job in, text out) so the web app can render a report on demand,
-and :func:`render_reports` writes all three into the job's storage directory for the worker's
+and :func:`write_reports` writes all three into the job's storage folder (local or S3) for the worker's
 report task.
 
 Formats
@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from models.hashing import sha256_file
 
 REPORT_FORMAT = "har.report/1"
 
@@ -372,30 +374,26 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _storage_root(storage) -> Path | None:
-    for name in ("root", "base", "base_dir", "root_dir"):
-        value = getattr(storage, name, None)
-        if value is not None:
-            return Path(value)
-    return None
+def write_reports(job, storage, kinds: Iterable[str] = ("json", "csv", "html")) -> list[tuple[str, str, str, int, str]]:
+    """Write the reports through ``storage`` into the job's folder (``jobs/<job id>/``).
+
+    Returns ``[(kind, key, media_type, size_bytes, sha256), ...]``; keys are relative to the storage root (or
+    bucket prefix). Safe to run twice: local files are replaced atomically, objects overwritten."""
+    out = []
+    with storage.job_output(job.id) as folder:  # local: jobs/<id>/ itself; S3: a temporary folder, then uploaded
+        folder = Path(folder)
+        for kind in kinds:
+            path = folder / FILENAMES[kind]
+            _write_atomic(path, render_report(job, kind))
+            out.append((kind, storage.job_key(job.id, FILENAMES[kind]), MEDIA_TYPES[kind], path.stat().st_size,
+                        sha256_file(path)))
+    return out
 
 
 def render_reports(job, storage, kinds: Iterable[str] = ("json", "csv", "html")) -> list[tuple[str, str, str]]:
-    """Write the reports into ``storage.job_dir(job.id)``.
+    """Write the reports into the job's storage folder (:func:`write_reports`).
 
     Returns ``[(kind, relative_path, media_type), ...]`` with paths relative to the storage root.
     Safe to run twice: files are replaced atomically.
     """
-    job_dir = Path(storage.job_dir(job.id))
-    root = _storage_root(storage)
-    if not job_dir.is_absolute() and root is not None:
-        rel_dir, job_dir = job_dir, root / job_dir
-    else:
-        rel_dir = job_dir.relative_to(root) if root is not None else job_dir
-    out = []
-    for kind in kinds:
-        text = render_report(job, kind)
-        _write_atomic(job_dir / FILENAMES[kind], text)
-        out.append((kind, (rel_dir / FILENAMES[kind]).as_posix(), MEDIA_TYPES[kind]))
-    return out
-
+    return [(kind, key, media) for kind, key, media, _size, _sha in write_reports(job, storage, kinds)]

@@ -1,18 +1,44 @@
-"""Files on disk: uploaded videos and per-job outputs, under one storage root.
+"""Where uploaded videos and generated files live: one interface, two backends.
 
-Paths stored in the database are *relative* to the root (``uploads/…``, ``jobs/<job id>/…``), so
-the root can move (or be a shared volume mounted elsewhere in another container).
+* :class:`Storage` — files under one local root directory (the default, ``HAR_STORAGE_DIR``).
+* :class:`har.storage_s3.S3Storage` — an S3-compatible bucket (``HAR_STORAGE_URL=s3://bucket/prefix``), so that
+  workers on other machines need nothing but the database, Redis and the storage URL.
+
+:func:`open_storage` picks the backend from the settings. A stored file is named by its *key*, a relative POSIX
+path (``uploads/<hex>.<ext>``, ``jobs/<job id>/<name>``); the database stores keys, so its rows mean the same on
+either backend (a local file is ``<root>/<key>``, an object ``<prefix>/<key>``) and the root can move (or be a
+shared volume mounted elsewhere in another container).
+
+What the parts use (:class:`BaseStorage`):
+
+- the web app: :meth:`~BaseStorage.stage_upload` (the upload as a local file to validate, stored only by
+  :meth:`StagedUpload.commit`), :meth:`~BaseStorage.exists`, :meth:`~BaseStorage.stat` /
+  :meth:`~BaseStorage.open_read` / :meth:`~BaseStorage.local_path` (downloads, ``web/downloads.py``),
+  :meth:`~BaseStorage.delete_job_files`;
+- the workers: :meth:`~BaseStorage.local_copy` (an input as a local file, in a per-job temporary directory removed
+  afterwards, also on failure), :meth:`~BaseStorage.job_output` (a local directory whose files are stored under
+  ``jobs/<job id>/`` when the block ends), :meth:`~BaseStorage.delete`, :meth:`~BaseStorage.delete_job_files`.
+
+The local backend keeps everything where it always was: uploads are staged in ``uploads/`` and renamed into place,
+inputs are read where they lie and outputs written straight into ``jobs/<job id>/``; nothing is copied.
 """
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import os
+import posixpath
 import re
 import shutil
+import tempfile
 import unicodedata
 import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
+from urllib.parse import unquote, urlparse
 
 from models.hashing import sha256_file  # noqa: F401 (re-exported)
 
@@ -25,11 +51,14 @@ class StorageError(ValueError):
     """A path that escapes the storage root, or a bad name."""
 
 
+class NotStored(StorageError, FileNotFoundError):
+    """The key names nothing stored."""
+
+
 class UploadTooLarge(StorageError):
     def __init__(self, limit: int):
         super().__init__(f"the upload is larger than {limit // (1024 * 1024)} MB")
         self.limit = limit
-
 
 def safe_filename(name: str | None, default: str = "file", max_len: int = 120) -> str:
     """A file name safe on every filesystem: ASCII letters, digits, ``._-``; no leading dots."""
@@ -62,15 +91,273 @@ def file_extension(name: str | None) -> str:
 
 
 
-class Storage:
-    """The storage root: ``uploads/`` for videos, ``jobs/<job id>/`` for generated files."""
+def check_key(key: str | os.PathLike) -> str:
+    """``key`` as a storage key: a relative POSIX path without empty, ``.`` or ``..`` parts (else StorageError)."""
+    key = os.fspath(key) if key is not None else ""
+    if not isinstance(key, str) or not key or "\x00" in key or "\\" in key or key.startswith("/"):
+        raise StorageError(f"not a relative storage key: {key!r}")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise StorageError(f"not a relative storage key: {key!r}")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A key prefix naming a folder: ``jobs/<id>/`` (always with its trailing slash)."""
+    return check_key(str(prefix).rstrip("/")) + "/"
+
+
+def job_prefix(job_id: str) -> str:
+    """``jobs/<job id>/``: every file generated for the job is stored under it."""
+    job_id = str(job_id)
+    if not _JOB_ID.match(job_id):
+        raise StorageError(f"bad job id: {job_id!r}")
+    return f"jobs/{job_id}/"
+
+
+def media_type(name: str) -> str | None:
+    """The media type of a stored file, from its name (``None`` when unknown)."""
+    return mimetypes.guess_type(name)[0]
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a download needs to know about a stored file before sending it."""
+
+    key: str
+    size: int
+    etag: str | None = None  # unquoted; None: let the local file's own validators be used
+    last_modified: datetime | float | None = None
+
+
+class StagedUpload:
+    """An upload written to a local file (``path``) and not stored yet.
+
+    The web app validates ``path`` (probes the video), then calls :meth:`commit`; leaving the ``with`` block
+    without committing removes the file, so a refused upload leaves nothing anywhere (on S3: nothing reaches the
+    bucket)."""
+
+    def __init__(self, storage: "BaseStorage", key: str, path: Path, sha256: str, size: int):
+        self.storage, self.key, self.path, self.sha256, self.size = storage, key, path, sha256, size
+        self.committed = False
+
+    def commit(self) -> str:
+        """Store the file under :attr:`key` (local: renamed into ``uploads/``; S3: uploaded, multipart when large,
+        and the local file removed) → the key."""
+        if not self.committed:
+            self.storage._commit_upload(self)
+            self.committed = True
+        return self.key
+
+    def discard(self) -> None:
+        if not self.committed:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "StagedUpload":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+
+class BaseStorage:
+    """The storage interface. Backends implement :meth:`stat`, :meth:`open_read`, :meth:`put_file`,
+    :meth:`delete`, :meth:`delete_prefix`, :meth:`_download`, :meth:`_commit_upload` and :meth:`check`;
+    the rest is built on those.
+
+    ``spool_dir`` is a local directory for the files the process handles itself: uploads being validated, inputs
+    fetched for a stage, outputs before they are stored. The low-disk guard (har/disk.py) checks its volume."""
+
+    kind = "base"
+    spool_dir: Path
+
+    # -- keys ------------------------------------------------------------------------------------
+    job_prefix = staticmethod(job_prefix)
+
+    def job_key(self, job_id: str, name: str) -> str:
+        """The key of a file ``name`` generated for the job: ``jobs/<job id>/<safe name>``."""
+        return self.job_prefix(job_id) + safe_filename(name)
+
+    @staticmethod
+    def new_upload_key(original_filename: str | None) -> str:
+        ext = file_extension(original_filename)
+        return f"uploads/{uuid.uuid4().hex}" + (f".{ext}" if ext else "")
+
+    # -- reading -----------------------------------------------------------------------------------
+    def stat(self, key: str) -> StoredObject | None:
+        """Size and validators of a stored file, or None when nothing is stored under ``key``."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self.stat(key) is not None
+        except StorageError:
+            return False
+
+    def size(self, key: str) -> int | None:
+        info = self.stat(key)
+        return None if info is None else info.size
+
+    def open_read(self, key: str) -> BinaryIO:
+        """A seekable binary reader of the stored file (raises :class:`NotStored`). S3: nothing is fetched until
+        the first read, which fetches from the current position on (a ranged GET)."""
+        raise NotImplementedError
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as f:
+            return f.read()
+
+    def local_path(self, key: str) -> Path | None:
+        """The local file the key is stored in, where the backend keeps files locally (None: it does not)."""
+        return None
+
+    @contextmanager
+    def temp_dir(self, job_id: str | None = None) -> Iterator[Path]:
+        """A fresh directory under ``spool_dir/work/`` (named after the job), removed with everything in it when
+        the block ends, however it ends."""
+        parent = self.spool_dir / "work"
+        parent.mkdir(parents=True, exist_ok=True)
+        prefix = f"{safe_filename(str(job_id), 'job', 64)}-" if job_id else "tmp-"
+        d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        try:
+            yield d
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    @contextmanager
+    def local_copy(self, key: str, job_id: str | None = None) -> Iterator[Path]:
+        """The stored file as a local file for the block: the file itself where the backend has one, else a copy
+        in a per-job temporary directory, removed when the block ends (also on an error)."""
+        path = self.local_path(key)
+        if path is not None:
+            if not path.is_file():
+                raise NotStored(f"nothing is stored under {key!r}")
+            yield path
+            return
+        with self.temp_dir(job_id) as d:
+            dest = d / safe_filename(posixpath.basename(check_key(key)), "input")
+            self._download(key, dest)
+            yield dest
+
+    # -- writing -----------------------------------------------------------------------------------
+    def put_file(self, path: str | os.PathLike, key: str, content_type: str | None = None) -> int:
+        """Store the local file ``path`` under ``key`` (replacing what was there) → its size."""
+        raise NotImplementedError
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> int:
+        with self.temp_dir() as d:
+            path = d / "data"
+            path.write_bytes(data)
+            return self.put_file(path, key, content_type)
+
+    @contextmanager
+    def job_output(self, job_id: str) -> Iterator[Path]:
+        """A local directory to write the job's output files into: when the block ends without an error, each file
+        in it (not hidden: a name without a leading dot) is stored under ``jobs/<job id>/<name>``. The directory
+        is removed afterwards, however the block ends (the local backend hands out ``jobs/<job id>/`` itself)."""
+        with self.temp_dir(job_id) as d:
+            yield d
+            for p in sorted(d.iterdir()):
+                if p.is_file() and not p.name.startswith("."):
+                    self.put_file(p, self.job_key(job_id, p.name), media_type(p.name))
+
+    def _stage_dir(self) -> Path:
+        return self.spool_dir / "uploads"
+
+    def stage_upload(self, fileobj: BinaryIO, original_filename: str | None,
+                     max_bytes: int | None = None) -> StagedUpload:
+        """Stream an upload to a local file (1 MiB at a time, hashed on the way) → a :class:`StagedUpload` to
+        validate, then commit or discard.
+
+        ``fileobj`` is anything with ``read(n)`` (a werkzeug ``FileStorage`` works too). Nothing is kept when the
+        upload fails or exceeds ``max_bytes`` (:class:`UploadTooLarge`)."""
+        stream = getattr(fileobj, "stream", fileobj)
+        key = self.new_upload_key(original_filename)
+        folder = self._stage_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".part-{posixpath.basename(key)}"  # keeps the extension: some containers are probed by it
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                while True:
+                    chunk = stream.read(CHUNK)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise UploadTooLarge(max_bytes)
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return StagedUpload(self, key, tmp, h.hexdigest(), size)
+
+    def save_upload(self, fileobj: BinaryIO, original_filename: str | None,
+                    max_bytes: int | None = None) -> tuple[str, str, int]:
+        """Stage and store an upload at once → ``(key, sha256, size_bytes)`` (no validation in between)."""
+        with self.stage_upload(fileobj, original_filename, max_bytes) as staged:
+            return staged.commit(), staged.sha256, staged.size
+
+    def _commit_upload(self, staged: StagedUpload) -> None:
+        raise NotImplementedError
+
+    def _download(self, key: str, dest: Path) -> None:
+        raise NotImplementedError
+
+    # -- deleting ----------------------------------------------------------------------------------
+    def delete(self, key: str) -> bool:
+        """Remove a stored file; True when there was one."""
+        raise NotImplementedError
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every file whose key starts with the folder ``prefix`` (``jobs/<id>/``) → how many."""
+        raise NotImplementedError
+
+    def delete_job_files(self, job_id: str, paths: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """Remove the given stored files and everything under ``jobs/<job id>/``.
+
+        Best effort: returns the keys (or the job's prefix) that could not be removed (already-missing files are
+        not errors)."""
+        left: list[str] = []
+        for key in paths:
+            try:
+                self.delete(key)
+            except Exception:  # noqa: BLE001 - reported to the caller, who logs it
+                left.append(str(key))
+        try:
+            prefix = self.job_prefix(job_id)
+        except StorageError:
+            return left
+        try:
+            self.delete_prefix(prefix)
+        except Exception:  # noqa: BLE001
+            left.append(prefix)
+        return left
+
+    def check(self) -> None:
+        """Raise when the storage cannot be used (the root is not a writable directory, the bucket is not there)."""
+        raise NotImplementedError
+
+
+class Storage(BaseStorage):
+    """Local files under one root: ``uploads/`` for videos, ``jobs/<job id>/`` for generated files."""
+
+    kind = "local"
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.spool_dir = self.root
 
     def __repr__(self) -> str:
         return f"Storage({str(self.root)!r})"
+
+    @property
+    def url(self) -> str:
+        return self.root.as_uri()
 
     # -- paths -------------------------------------------------------------------------------
     def path(self, rel: str | os.PathLike) -> Path:
@@ -91,18 +378,34 @@ class Storage:
         except ValueError:
             raise StorageError(f"{path} is not under the storage root") from None
 
+    def local_path(self, key: str) -> Path:
+        return self.path(key)
+
     def exists(self, rel: str) -> bool:
         try:
             return self.path(rel).is_file()
         except StorageError:
             return False
 
+    def stat(self, key: str) -> StoredObject | None:
+        p = self.path(key)
+        try:
+            st = p.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not p.is_file():
+            return None
+        return StoredObject(key=str(key), size=st.st_size, etag=None, last_modified=st.st_mtime)
+
+    def open_read(self, key: str) -> BinaryIO:
+        try:
+            return open(self.path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotStored(f"nothing is stored under {key!r}") from None
+
     def job_dir(self, job_id: str, create: bool = True) -> Path:
         """``<root>/jobs/<job id>/`` (created unless ``create=False``)."""
-        job_id = str(job_id)
-        if not _JOB_ID.match(job_id):
-            raise StorageError(f"bad job id: {job_id!r}")
-        d = self.root / "jobs" / job_id
+        d = self.root / self.job_prefix(job_id)
         if create:
             d.mkdir(parents=True, exist_ok=True)
         return d
@@ -113,42 +416,42 @@ class Storage:
         return p, self.relative(p)
 
     # -- writing -----------------------------------------------------------------------------
-    def save_upload(self, fileobj: BinaryIO, original_filename: str | None,
-                    max_bytes: int | None = None) -> tuple[str, str, int]:
-        """Stream an uploaded file into ``uploads/`` → ``(relative_path, sha256, size_bytes)``.
-
-        ``fileobj`` is anything with ``read(n)`` (a werkzeug ``FileStorage`` works too). The file is
-        written in 1 MiB chunks to a temporary name and renamed when complete, so a reader never
-        sees half a file; nothing is kept when the upload fails or exceeds ``max_bytes``.
-        """
-        stream = getattr(fileobj, "stream", fileobj)
-        ext = file_extension(original_filename)
-        name = uuid.uuid4().hex + (f".{ext}" if ext else "")
-        folder = self.root / "uploads"
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / name
-        tmp = folder / f".{name}.part"
-        h = hashlib.sha256()
-        size = 0
+    def _write_atomic(self, key: str, write) -> int:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as out:
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise UploadTooLarge(max_bytes)
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, final)
+            write(tmp)
+            os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return self.relative(final), h.hexdigest(), size
+        return dest.stat().st_size
 
+    def put_file(self, path: str | os.PathLike, key: str, content_type: str | None = None) -> int:
+        src = Path(path)
+        if src.resolve() == self.path(key):
+            return src.stat().st_size
+        return self._write_atomic(key, lambda tmp: shutil.copyfile(src, tmp))
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> int:
+        return self._write_atomic(key, lambda tmp: tmp.write_bytes(data))
+
+    @contextmanager
+    def job_output(self, job_id: str) -> Iterator[Path]:
+        yield self.job_dir(job_id)  # written in place: already stored
+
+    def _stage_dir(self) -> Path:
+        return self.root / "uploads"
+
+    def _commit_upload(self, staged: StagedUpload) -> None:
+        os.replace(staged.path, self.path(staged.key))
+
+    def _download(self, key: str, dest: Path) -> None:
+        with self.open_read(key) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+
+    # -- deleting ----------------------------------------------------------------------------
     def delete(self, rel: str) -> bool:
         try:
             p = self.path(rel)
@@ -158,6 +461,14 @@ class Storage:
             p.unlink()
             return True
         return False
+
+    def delete_prefix(self, prefix: str) -> int:
+        d = self.path(check_prefix(prefix).rstrip("/"))
+        if not d.is_dir():
+            return 0
+        n = sum(1 for p in d.rglob("*") if p.is_file())
+        shutil.rmtree(d)
+        return n
 
     def delete_job_files(self, job_id: str, paths: list[str] | tuple[str, ...] = ()) -> list[str]:
         """Remove the given stored files and the job's directory (``jobs/<job id>/``, whatever is in it).
@@ -179,3 +490,34 @@ class Storage:
             if d.exists():
                 left.append(self.relative(d))
         return left
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".check-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.write_bytes(b"ok")
+        finally:
+            probe.unlink(missing_ok=True)
+
+
+LocalStorage = Storage
+
+
+def open_storage(settings) -> BaseStorage:
+    """The storage the settings name: ``HAR_STORAGE_URL`` ``s3://bucket/prefix`` (S3-compatible, endpoint from
+    ``HAR_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL``, credentials and region from the standard AWS variables), or
+    empty (or ``file:///path``) for local files in ``HAR_STORAGE_DIR``. With S3, ``HAR_STORAGE_DIR`` is the local
+    spool: uploads being validated and the files a worker handles, in temporary directories."""
+    url = (getattr(settings, "storage_url", "") or "").strip()
+    if not url:
+        return Storage(settings.resolved_storage_dir)
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Storage(unquote(parsed.path))
+    if parsed.scheme == "s3":
+        from har.storage_s3 import S3Storage
+
+        endpoint = (getattr(settings, "s3_endpoint_url", "") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                    or os.environ.get("AWS_ENDPOINT_URL") or None)
+        return S3Storage.from_url(url, endpoint_url=endpoint, spool_dir=settings.resolved_storage_dir)
+    raise StorageError(f"unsupported storage URL {url!r}: use s3://bucket/prefix, or leave it empty for local files")

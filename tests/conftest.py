@@ -25,6 +25,27 @@ if str(ROOT) not in sys.path:
 
 TEST_IMGSZ = os.environ.get("HAR_TEST_POSE_IMGSZ", "320")
 WORKER_START_TIMEOUT_S = 90
+# The anonymous identity of the tests' web clients (web/auth.py): jobs the tests write straight into the
+# database belong to TEST_OWNER, so the clients see and manage them as their submitter would.
+TEST_IDENTITY = "7e57" * 8
+TEST_OWNER = f"anon:{TEST_IDENTITY}"
+
+
+def identity_client_class():
+    """A Flask test client that carries TEST_IDENTITY's signed cookie (``identity=None``: a new anonymous client,
+    ``identity="..."``: another one)."""
+    from flask.testing import FlaskClient
+
+    class IdentityClient(FlaskClient):
+        def __init__(self, *args, identity: str | None = TEST_IDENTITY, **kwargs):
+            super().__init__(*args, **kwargs)
+            if identity:
+                from web.auth import IDENTITY_COOKIE, identity_cookie_value
+
+                with self.application.app_context():
+                    self.set_cookie(IDENTITY_COOKIE, identity_cookie_value(identity))
+
+    return IdentityClient
 
 
 def free_port() -> int:
@@ -142,7 +163,10 @@ def postgres_url():
 class Stack:
     """Database + storage + real Celery workers (queues ``pose``, ``classify`` and ``video``) + the web app."""
 
-    def __init__(self, name: str, base: Path, database_url: str, redis_url: str):
+    def __init__(self, name: str, base: Path, database_url: str, redis_url: str, env: dict | None = None,
+                 **overrides):
+        """``env``: more environment for the workers (e.g. a data dir of their own); ``overrides``: more settings
+        for the web app (e.g. ``storage_url``)."""
         from har.config import load_settings
 
         self.name, self.base = name, base
@@ -157,9 +181,13 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         })
         self.env.pop("HAR_TASK_ALWAYS_EAGER", None)
-        self.settings = load_settings(data_dir=str(base / "data"), database_url=database_url, redis_url=redis_url,
-                                      pose_imgsz=int(TEST_IMGSZ), secret_key="test-secret",
-                                      task_always_eager=False)
+        self.env.update(env or {})
+        self.settings = load_settings(**{**dict(data_dir=str(base / "data"), database_url=database_url,
+                                                redis_url=redis_url, pose_imgsz=int(TEST_IMGSZ),
+                                                secret_key="test-secret", task_always_eager=False,
+                                                # no upload rate limit: the suite uploads from one address
+                                                # (tests/test_rate_limit.py covers the limit)
+                                                upload_rate="0"), **overrides})
         self.workers: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
         self._app = None
@@ -227,6 +255,7 @@ class Stack:
             from web import create_app
 
             self._app = create_app(self.settings, TESTING=True)
+            self._app.test_client_class = identity_client_class()  # every client is the tests' own identity
         return self._app
 
     def client(self):
@@ -238,9 +267,9 @@ class Stack:
         return session_scope(self.settings)
 
     def storage(self):
-        from har.storage import Storage
+        from har.storage import open_storage
 
-        return Storage(self.settings.resolved_storage_dir)
+        return open_storage(self.settings)
 
     def upload(self, path: Path, client=None, **form) -> str:
         client = client or self.client()
@@ -297,6 +326,72 @@ def postgres_stack(tmp_path_factory, redis_server, postgres_url):
     stack = _make_stack("postgres", tmp_path_factory, lambda b: postgres_url, f"{redis_server}/1")
     yield stack
     stack.stop()
+
+
+# ------------------------------------------------------------------------------- object storage
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (moto's standalone server, its own process) on a free port; yields its endpoint
+    URL. The AWS credentials it accepts (:data:`S3_ENV`) are set in this process's environment meanwhile."""
+    pytest.importorskip("boto3")
+    pytest.importorskip("moto.server")
+    import urllib.request
+
+    port = free_port()
+    d = tmp_path_factory.mktemp("s3")
+    log = open(d / "moto.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the S3 server exited:\n{_tail(d / 'moto.log')}")
+        try:
+            with urllib.request.urlopen(endpoint + "/", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in S3_ENV.items():
+            mp.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(name, raising=False)
+        try:
+            wait_for(up, 60, "the S3 server", interval=0.2)
+            yield endpoint
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh, empty bucket on the S3 server; yields its name."""
+    import uuid
+
+    from har.storage_s3 import client_for
+
+    name = f"har-test-{uuid.uuid4().hex[:12]}"
+    client_for(s3_server).create_bucket(Bucket=name)
+    yield name
+
+
+def bucket_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
+    """Every object name in the bucket (under ``prefix``), sorted."""
+    from har.storage_s3 import client_for
+
+    pages = client_for(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents") or ())
 
 
 # ------------------------------------------------------------------------------------- media

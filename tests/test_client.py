@@ -74,11 +74,22 @@ def api_get(server: Server, path: str):
 
 
 @pytest.fixture(scope="module")
-def done_job(server, people_video, tmp_path_factory):
+def tokens(server) -> dict[str, str]:
+    """Two API tokens of the stack (web/auth.py): "env" (given as HAR_TOKEN) and "cli" (given as --token)."""
+    import uuid
+
+    from web.auth import create_token
+
+    with server.stack.session() as s:
+        return {which: create_token(s, f"client-{which}-{uuid.uuid4().hex[:8]}")[1] for which in ("env", "cli")}
+
+
+@pytest.fixture(scope="module")
+def done_job(server, people_video, tmp_path_factory, tokens):
     """The one full job: ``submit --wait --out``, with a token from the environment."""
     out = tmp_path_factory.mktemp("client") / "report.json"
     proc = run_client(server, "submit", people_video, "--wait", "--out", out, "--stride", "8",
-                      env={"HAR_TOKEN": "env-token"})
+                      env={"HAR_TOKEN": tokens["env"]})
     assert proc.returncode == 0, (proc.stdout, proc.stderr, server.stack.log_text())
     job_id = proc.stdout.splitlines()[0]
     return job_id, proc, out
@@ -103,7 +114,7 @@ def held_jobs(server):
 
 
 # ------------------------------------------------------------------------------------------ the full job
-def test_submit_wait_out_writes_the_report(server, done_job, people_video):
+def test_submit_wait_out_writes_the_report(server, done_job, people_video, tokens):
     job_id, proc, out = done_job
     lines = proc.stdout.splitlines()
     assert lines[1] == f"{server.url}/jobs/{job_id}"
@@ -118,11 +129,14 @@ def test_submit_wait_out_writes_the_report(server, done_job, people_video):
     err = proc.stderr
     assert f"uploading {people_video.name}" in err and "100.0 % done" in err and "\r" not in err
     assert f"saved the JSON report to {out}" in err
-    # the token from HAR_TOKEN went with every request of the client
-    mine = [r for r in server.requests if r[2] == "Bearer env-token"]
-    assert ("POST", "/api/jobs", "Bearer env-token") in mine
-    assert ("GET", f"/api/jobs/{job_id}", "Bearer env-token") in mine
-    assert ("GET", f"/api/jobs/{job_id}/report.json", "Bearer env-token") in mine
+    # the token from HAR_TOKEN went with every request of the client, and the job is the token's
+    sent = f"Bearer {tokens['env']}"
+    mine = [r for r in server.requests if r[2] == sent]
+    assert ("POST", "/api/jobs", sent) in mine
+    assert ("GET", f"/api/jobs/{job_id}", sent) in mine
+    assert ("GET", f"/api/jobs/{job_id}/report.json", sent) in mine
+    with server.stack.session() as s:
+        assert s.get(Job, job_id).owner.startswith("token:client-env-")
 
 
 def test_download_video_waits_for_the_render(server, done_job, tmp_path):
@@ -160,17 +174,17 @@ def test_download_reports(server, done_job, tmp_path, fmt):
     assert proc.returncode == 0 and proc.stdout == expected and proc.stderr == b""
 
 
-def test_status(server, done_job):
+def test_status(server, done_job, tokens):
     job_id, _, _ = done_job
     report = api_get(server, f"/api/jobs/{job_id}/report.json").get_json()
-    proc = run_client(server, "status", job_id, "--token", "cli-token")
+    proc = run_client(server, "status", job_id, "--token", tokens["cli"])
     assert proc.returncode == 0, proc.stderr
     assert f"Job:       {job_id}" in proc.stdout and "State:     done" in proc.stdout
     assert f"Result:    {len(report['persons'])} person" in proc.stdout
     for p in report["persons"]:
         assert f"person {p['track_id']}: {p['label']} {p['confidence'] * 100:.0f} %" in proc.stdout
     assert f"{server.url}/api/jobs/{job_id}/report.csv" in proc.stdout
-    assert ("GET", f"/api/jobs/{job_id}", "Bearer cli-token") in server.requests
+    assert ("GET", f"/api/jobs/{job_id}", f"Bearer {tokens['cli']}") in server.requests
 
     proc = run_client(server, "status", job_id, "--json")
     assert proc.returncode == 0
@@ -263,12 +277,29 @@ def test_queue_unavailable_is_a_server_error(server, people_video):
 def test_an_upload_the_server_refuses(server, tmp_path, name, content, status, message):
     path = tmp_path / name
     path.write_bytes(content)
-    before = api_get(server, "/api/jobs").get_json()["total"]
+    before = job_count(server)  # every job: the history would list only the test identity's
     proc = run_client(server, "submit", path, "--wait")
     assert proc.returncode == 4, proc.stderr
     assert message in proc.stderr and f"HTTP {status}" in proc.stderr
     assert proc.stdout == ""
-    assert api_get(server, "/api/jobs").get_json()["total"] == before
+    assert job_count(server) == before
+
+
+def job_count(server) -> int:
+    from sqlalchemy import func
+
+    with server.stack.session() as s:
+        return s.scalar(select(func.count()).select_from(Job))
+
+
+def test_an_invalid_token_is_refused(server, people_video):
+    before = job_count(server)
+    for args in (["submit", people_video], ["status", NO_SUCH_JOB]):
+        proc = run_client(server, *args, env={"HAR_TOKEN": "har_not-a-token"})
+        assert proc.returncode == 4, proc.stderr
+        assert "The API token is not valid: it is unknown or has been revoked." in proc.stderr, proc.stderr
+        assert "HTTP 401" in proc.stderr
+    assert job_count(server) == before
 
 
 def test_an_invalid_setting_is_refused(server, people_video):

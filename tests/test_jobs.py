@@ -250,6 +250,62 @@ def check_0003_down_and_up(url):
         conn.execute(text("DELETE FROM videos"))
 
 
+def check_0004_down_and_up(url):
+    """0004 adds jobs.owner (indexed with created_at) and the api_tokens table (one active token per name). Jobs
+    from before have no owner; its downgrade removes both and keeps the jobs."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    def schema():
+        engine = get_engine(url)
+        engine.dispose()  # fresh metadata after the batch table rebuild (SQLite)
+        insp = inspect(engine)
+        return ({c["name"] for c in insp.get_columns("jobs")}, {i["name"] for i in insp.get_indexes("jobs")},
+                set(insp.get_table_names()))
+
+    columns, indexes, tables = schema()
+    assert "owner" in columns and "ix_jobs_owner_created_at" in indexes and "api_tokens" in tables
+    downgrade_database(url, "0003")
+    columns, indexes, tables = schema()
+    assert current_revision(url) == "0003" and "owner" not in columns and "api_tokens" not in tables
+    assert "ix_jobs_owner_created_at" not in indexes
+    with get_engine(url).begin() as conn:
+        conn.execute(text("INSERT INTO videos (id, path, original_filename, sha256, size_bytes, container, "
+                          "duration_s, fps, frame_count, width, height, rotation_deg, created_at) VALUES ('v', "
+                          "'p', 'x.mp4', 's', 1, 'mp4', 1, 30, 30, 2, 2, 0, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO jobs (id, video_id, status, frames_done, frames_total, params, timings, "
+                          "attempts, created_at, updated_at) VALUES ('old', 'v', 'done', 0, 30, '{}', '{}', 0, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO job_events (job_id, status, at) VALUES ('old', 'done', CURRENT_TIMESTAMP)"))
+    upgrade_database(url)
+    assert current_revision(url) == head_revision() and "owner" in schema()[0]
+    token_row = ("INSERT INTO api_tokens (name, token_hash, admin, created_at, revoked_at) "
+                 "VALUES (:name, :hash, false, CURRENT_TIMESTAMP, {})")
+    with get_engine(url).begin() as conn:
+        assert conn.execute(text("SELECT owner FROM jobs WHERE id = 'old'")).scalar() is None  # nobody's
+        conn.execute(text("INSERT INTO jobs (id, video_id, status, frames_done, frames_total, params, timings, "
+                          "attempts, created_at, updated_at, owner) VALUES ('new', 'v', 'queued', 0, 30, '{}', "
+                          "'{}', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'token:ci')"))
+        conn.execute(text(token_row.format("CURRENT_TIMESTAMP")), {"name": "ci", "hash": "a" * 64})  # revoked
+        conn.execute(text(token_row.format("NULL")), {"name": "ci", "hash": "b" * 64})  # its successor
+    with pytest.raises(IntegrityError):  # a second active token under the name
+        with get_engine(url).begin() as conn:
+            conn.execute(text(token_row.format("NULL")), {"name": "ci", "hash": "c" * 64})
+    with pytest.raises(IntegrityError):  # the same token twice
+        with get_engine(url).begin() as conn:
+            conn.execute(text(token_row.format("CURRENT_TIMESTAMP")), {"name": "other", "hash": "a" * 64})
+    downgrade_database(url, "0003")
+    with get_engine(url).begin() as conn:  # the jobs and their events survived
+        assert conn.execute(text("SELECT COUNT(*) FROM jobs")).scalar() == 2
+        assert conn.execute(text("SELECT COUNT(*) FROM job_events")).scalar() == 1
+    upgrade_database(url)
+    with get_engine(url).begin() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM api_tokens")).scalar() == 0
+        conn.execute(text("DELETE FROM job_events"))
+        conn.execute(text("DELETE FROM jobs"))
+        conn.execute(text("DELETE FROM videos"))
+
+
 def test_migrations_upgrade_downgrade_sqlite(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -266,6 +322,7 @@ def test_migrations_upgrade_downgrade_sqlite(tmp_path):
 
     check_0002_down_and_up(url)
     check_0003_down_and_up(url)
+    check_0004_down_and_up(url)
     downgrade_database(url, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     assert current_revision(url) is None
@@ -604,6 +661,7 @@ def test_migrations_upgrade_downgrade_postgres(postgres_url):
         assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
     check_0002_down_and_up(url)
     check_0003_down_and_up(url)
+    check_0004_down_and_up(url)
     downgrade_database(url, "base")
     assert set(inspect(get_engine(url)).get_table_names()) <= {"alembic_version"}
     upgrade_database(url)

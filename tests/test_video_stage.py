@@ -131,6 +131,7 @@ def test_without_an_annotated_video_there_is_no_video_stage(video_job):
 
 
 def test_a_failed_render_leaves_the_job_done_with_the_reason(video_job, monkeypatch):
+    from har.disk import disk_full_reason
     from worker import annotate
     from worker.tasks.video import run_video
 
@@ -145,8 +146,8 @@ def test_a_failed_render_leaves_the_job_done_with_the_reason(video_job, monkeypa
     assert run_video(settings, job_id, "video-1") is False
     job = job_row(settings, job_id)
     assert (job.status, job.error, job.video_status, job.task_id) == (DONE, None, "failed", None)
-    assert job.video_error == ("Internal error in the video stage (EncoderError: ffmpeg failed (exit 1): "
-                               "No space left on device).")
+    # ffmpeg's own message says why: the reason given is the full disk's (har.disk)
+    assert job.video_error == disk_full_reason("video")
     assert events(settings, job_id) == before
     assert set(report_rows(settings, job_id)) == {"json", "csv", "html"}  # the reports stay
     assert run_video(settings, job_id, "video-2") is False  # the failure is final

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from har.config import load_settings
 from har.database import dispose_engines, session_scope, upgrade_database
 from har.db import DONE, FAILED, QUEUED, Job, JobEvent, Report, Video
+from tests.conftest import TEST_OWNER, identity_client_class
 from tests.media import make_people_video, truncate_file
 from tests.test_reports import sample_result
 
@@ -48,7 +49,9 @@ def make_app(settings, **config):
     upgrade_database(settings)
     config.setdefault("TESTING", True)
     config.setdefault("WTF_CSRF_ENABLED", False)
-    return create_app(settings, **config)
+    app = create_app(settings, **config)
+    app.test_client_class = identity_client_class()  # its clients own what add_job writes (tests/conftest.py)
+    return app
 
 
 @pytest.fixture
@@ -91,7 +94,9 @@ def upload(client, data: bytes | Path, filename: str, url="/api/jobs", **fields)
 
 
 def add_job(settings, *, status=QUEUED, created_at=None, result=None, name="clip.mp4", **fields) -> str:
-    """Insert a job (and its video) directly, as the workers would have left it."""
+    """Insert a job (and its video) directly, as the workers would have left it; it belongs to the test
+    clients' identity unless ``owner`` says otherwise."""
+    fields.setdefault("owner", TEST_OWNER)
     with session_scope(settings) as s:
         video = Video(path=f"uploads/{name}", original_filename=name, sha256="d" * 64, size_bytes=1000,
                       container="mp4", codec="mp4v", duration_s=10.0, fps=30.0, frame_count=300, width=1280,

@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None, **config) -> Flask:
     """The WSGI app. ``config`` entries override Flask config keys (e.g. ``TESTING=True``)."""
     from har.database import get_engine
     from har.db import make_session_factory
-    from har.storage import Storage
+    from har.storage import open_storage
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, **config) -> Flask:
     app.config.update(config)
     app.json.sort_keys = False
 
-    storage = Storage(settings.resolved_storage_dir)
+    storage = open_storage(settings)  # local files or S3 (HAR_STORAGE_URL)
     engine = get_engine(settings)
     app.extensions["har"] = {
         "settings": settings,
@@ -66,16 +66,11 @@ def create_app(settings: Settings | None = None, **config) -> Flask:
                 session.rollback()
             session.close()
 
-    @app.after_request
-    def _security_headers(resp):
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Referrer-Policy", "same-origin")
-        resp.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-            "media-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'",
-        )
-        return resp
+    from . import auth, ratelimit, security  # owners and tokens, new-job rate limit, headers (README: Access)
+
+    auth.init_app(app)  # after the blueprints: its token check runs before their hooks
+    ratelimit.init_app(app)
+    security.init_app(app)
 
     _register_error_handlers(app)
     return app

@@ -1,7 +1,8 @@
 """Actions on an existing job, shared by the API and the pages: delete it, run it again.
 
 Both need the job to be finished (done or failed): a job still in the workers' hands is never
-deleted (a worker would write into a job that is gone) nor run again (it has not ended yet).
+deleted (a worker would write into a job that is gone) nor run again (it has not ended yet). Both are
+for the job's owner (or an admin token): 403 for anyone else (web/auth.py).
 Errors are :class:`web.uploads.UploadError` (HTTP status, code, message for people).
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ from har.db import TERMINAL_STATES, Job
 from har.jobs import JobBusy, create_rerun, lock_job
 from har.jobs import delete_job as delete_job_rows
 
+from .auth import require_manager, require_submitter
+from .ratelimit import check_new_job
 from .uploads import UploadError, enqueue_or_fail, parse_params
 
 log = logging.getLogger(__name__)
@@ -37,12 +40,17 @@ def _locked_job(session, job_id: str) -> Job:
     return job
 
 
-def delete_job(job_id: str, storage, session) -> Job:
-    """Delete a finished job, its rows and its files (and its video when no other job uses it).
+def delete_job(job_id: str, storage, session, *, principal) -> Job:
+    """Delete a finished job of ``principal``'s, its rows and its files (and its video when no other job uses it).
 
     Returns the deleted (detached) job. The rows go in one transaction; the files after it commits,
     so a failure never leaves rows pointing at missing files."""
     job = _locked_job(session, job_id)
+    try:
+        require_manager(principal, job, "delete it")
+    except UploadError:
+        session.rollback()
+        raise
     try:
         files = delete_job_rows(session, job)
     except JobBusy as exc:
@@ -58,13 +66,20 @@ def delete_job(job_id: str, storage, session) -> Job:
     return job
 
 
-def rerun_job(job_id: str, form: Mapping[str, Any], settings, storage, session) -> Job:
-    """A new queued job for the stored video of the finished job ``job_id``, enqueued; the old job stays.
+def rerun_job(job_id: str, form: Mapping[str, Any], settings, storage, session, *, principal) -> Job:
+    """A new queued job (``principal``'s) for the stored video of the finished job ``job_id``, enqueued; the old
+    job stays.
 
     ``form``: optional imgsz / fps / stride (validated like an upload's); the ones not given keep the
-    old job's values."""
+    old job's values. A new job: it needs a token under ``HAR_AUTH=required`` and counts against the rate limit."""
     params = parse_params(form)
+    require_submitter(principal)
     job = _locked_job(session, job_id)
+    try:
+        require_manager(principal, job, "run it again")
+    except UploadError:
+        session.rollback()
+        raise
     if job.status not in TERMINAL_STATES:
         status = job.status
         session.rollback()
@@ -75,7 +90,8 @@ def rerun_job(job_id: str, form: Mapping[str, Any], settings, storage, session) 
                           "The uploaded video of this job is no longer stored, so it cannot be run again. "
                           "Upload the video again instead.")
     try:
-        new = create_rerun(session, job, params)
+        check_new_job(principal)  # 429 when over the limit
+        new = create_rerun(session, job, params, owner=principal.owner)
         session.commit()
     except BaseException:
         session.rollback()

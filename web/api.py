@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import math
 
-from flask import Blueprint, Response, jsonify, render_template, request, send_file, url_for
+from flask import Blueprint, Response, jsonify, render_template, request, url_for
 from sqlalchemy import func, select, text
 
 from har import reports as har_reports
 from har.db import DONE, FAILED, STATES, VIDEO_FAILED, VIDEO_RENDERING, Job
 
-from . import actions, get_session, get_settings, get_storage, json_error
+from . import actions, auth, get_session, get_settings, get_storage, json_error, ratelimit
+from .downloads import send_stored
 from .openapi import openapi_document
 from .serialize import job_detail, job_summary
 from .uploads import UploadError, accept_upload, refuse_when_disk_low
@@ -31,14 +32,18 @@ def _not_found(job_id: str):
 
 @bp.post("/jobs")
 def create_job():
+    principal = auth.current_principal()
     try:  # before request.files: reading the form spools the whole body to a temporary file
+        auth.require_submitter(principal)  # 401 under HAR_AUTH=required without a token
+        ratelimit.check_new_job(principal)  # 429
         refuse_when_disk_low(get_settings(), get_storage(), request.content_length)
     except UploadError as exc:
-        return json_error(exc.status, exc.error, exc.message)
+        return auth.error_response(exc)
     if "video" not in request.files:
         return json_error(400, "no_file", "Send the video as multipart/form-data in a field named 'video'.")
     try:
-        job = accept_upload(request.files["video"], request.form, get_settings(), get_storage(), get_session())
+        job = accept_upload(request.files["video"], request.form, get_settings(), get_storage(), get_session(),
+                            owner=principal.owner)
     except UploadError as exc:
         extra = {"id": exc.job_id, "status_url": url_for("api.get_job", job_id=exc.job_id)} if exc.job_id else {}
         return json_error(exc.status, exc.error, exc.message, **extra)
@@ -72,10 +77,14 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-def paginate_jobs(page: int, per_page: int, status: str | None):
+def paginate_jobs(page: int, per_page: int, status: str | None, *, owners: tuple[str, ...] | None):
+    """One page of jobs, newest first: those of ``owners`` (the client's: web/auth.py; None: every job)."""
     session = get_session()
     query = select(Job)
     count = select(func.count()).select_from(Job)
+    if owners is not None:
+        query = query.where(Job.owner.in_(owners))
+        count = count.where(Job.owner.in_(owners))
     if status:
         query = query.where(Job.status == status)
         count = count.where(Job.status == status)
@@ -98,12 +107,20 @@ def list_jobs():
     status = request.args.get("status") or None
     if status is not None and status not in STATES:
         return json_error(400, "invalid_parameter", f"status must be one of: {', '.join(STATES)}.")
-    jobs, total, pages = paginate_jobs(page, per_page, status)
+    scope = request.args.get("scope") or "mine"
+    if scope not in ("mine", "all"):
+        return json_error(400, "invalid_parameter", "scope must be one of: mine, all.")
+    principal = auth.current_principal()
+    if scope == "all" and not principal.admin:
+        return json_error(403, "forbidden", "Only an admin token can list every job (scope=all).")
+    jobs, total, pages = paginate_jobs(page, per_page, status, owners=None if scope == "all" else principal.owners)
 
     def link(p):
         args = {"page": p, "per_page": per_page}
         if status:
             args["status"] = status
+        if scope != "mine":
+            args["scope"] = scope
         return url_for("api.list_jobs", **args)
 
     return jsonify({
@@ -133,7 +150,7 @@ def get_job(job_id: str):
 @bp.delete("/jobs/<job_id>")
 def delete_job(job_id: str):
     try:
-        actions.delete_job(job_id, get_storage(), get_session())
+        actions.delete_job(job_id, get_storage(), get_session(), principal=auth.current_principal())
     except UploadError as exc:
         return json_error(exc.status, exc.error, exc.message)
     return Response(status=204)
@@ -150,10 +167,13 @@ def rerun_job(job_id: str):
     else:
         form = request.form
     try:
-        job = actions.rerun_job(job_id, form, get_settings(), get_storage(), get_session())
+        job = actions.rerun_job(job_id, form, get_settings(), get_storage(), get_session(),
+                                principal=auth.current_principal())
     except UploadError as exc:
         extra = {"id": exc.job_id, "status_url": url_for("api.get_job", job_id=exc.job_id)} if exc.job_id else {}
-        return json_error(exc.status, exc.error, exc.message, **extra)
+        resp = json_error(exc.status, exc.error, exc.message, **extra)
+        resp.headers.update(getattr(exc, "headers", {}))  # 401 WWW-Authenticate, 429 Retry-After
+        return resp
     return _accepted(job)
 
 
@@ -172,13 +192,13 @@ def report(job_id: str, fmt: str):
         return json_error(409, "not_ready", message, job_status=job.status)
     download = request.args.get("download") in {"1", "true", "yes"}
     name = f"har-{job.id[:8]}-report.{fmt}"
-    storage = get_storage()
     row = next((r for r in job.reports if r.kind == fmt), None)
-    if row is not None and storage.exists(row.path):
+    if row is not None:
         # the bare type: send_file adds "; charset=utf-8" to text types itself
         mimetype = (row.media_type or har_reports.MEDIA_TYPES[fmt]).split(";")[0]
-        return send_file(storage.path(row.path), mimetype=mimetype, as_attachment=download, download_name=name,
-                         max_age=0)
+        resp = send_stored(get_storage(), row.path, mimetype=mimetype, as_attachment=download, download_name=name)
+        if resp is not None:
+            return resp
     body = har_reports.render_report(job, fmt)  # older job or missing file: render on demand
     resp = Response(body, mimetype=har_reports.MEDIA_TYPES[fmt].split(";")[0])
     if download:
@@ -191,14 +211,15 @@ def annotated_video(job_id: str):
     job = _load_job(job_id)
     if job is None:
         return _not_found(job_id)
-    storage = get_storage()
     row = next((r for r in job.reports if r.kind == "video"), None)
-    if row is None or not storage.exists(row.path):
+    ext = row.path.rsplit(".", 1)[-1] if row is not None and "." in row.path else "webm"
+    resp = None if row is None else send_stored(  # range requests: the player seeks with them
+        get_storage(), row.path, mimetype=row.media_type or "video/webm",
+        as_attachment=request.args.get("download") in {"1", "true", "yes"},
+        download_name=f"har-{job.id[:8]}-annotated.{ext}")
+    if resp is None:
         return json_error(404, "not_available", _no_video_message(job), video_status=job.video_status)
-    ext = row.path.rsplit(".", 1)[-1] if "." in row.path else "webm"
-    return send_file(storage.path(row.path), mimetype=row.media_type or "video/webm", conditional=True,
-                     as_attachment=request.args.get("download") in {"1", "true", "yes"},
-                     download_name=f"har-{job.id[:8]}-annotated.{ext}", max_age=0)
+    return resp
 
 
 def _no_video_message(job: Job) -> str:

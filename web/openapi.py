@@ -11,6 +11,22 @@ def _error(description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+def _limited(description: str) -> dict[str, Any]:
+    return {**_error(description), "headers": {"Retry-After": {
+        "description": "Seconds until the client may submit a job again.", "schema": {"type": "integer"}}}}
+
+
+INVALID_TOKEN = {**_error("The `Authorization` header holds no valid API token (`invalid_token`: unknown, revoked, "
+                          "or not sent as `Bearer <token>`). Refused on every call, whatever the call."),
+                 "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}
+TOKEN_REQUIRED = {**_error("`invalid_token` (see above), or `token_required`: this server takes new jobs only with "
+                           "an API token (`HAR_AUTH=required`)."),
+                  "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}
+RATE_LIMITED = _limited("Too many new jobs (uploads and re-runs) from this client (`rate_limited`, "
+                        "`HAR_UPLOAD_RATE`): try again after `Retry-After` seconds.")
+NOT_YOURS = _error("The job is not the client's (`forbidden`): only whoever submitted it (or an admin token) may "
+                   "do this.")
+
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "The job's id (a UUID).",
           "schema": {"type": "string", "format": "uuid"}}
 
@@ -28,6 +44,14 @@ RUN_SETTINGS = {
 
 
 def openapi_document(settings=None) -> dict[str, Any]:
+    doc = _document(settings)
+    for ops in doc["paths"].values():  # a token that is not valid is refused whatever the call (web/auth.py)
+        for op in ops.values():
+            op["responses"].setdefault("401", INVALID_TOKEN)
+    return doc
+
+
+def _document(settings=None) -> dict[str, Any]:
     max_mb = getattr(settings, "max_upload_mb", 500)
     max_s = getattr(settings, "max_video_seconds", 600.0)
     exts = ", ".join(sorted(getattr(settings, "allowed_extension_set", {"mp4", "mov", "avi", "mkv", "webm"})))
@@ -44,7 +68,14 @@ def openapi_document(settings=None) -> dict[str, Any]:
                 "failed with a reason. A job is done as soon as its results and reports are; its annotated "
                 "video is rendered after that (`annotated_video.status`: rendering → ready, or failed with a "
                 "reason while the job stays done). Every error is JSON: `{\"error\": code, \"message\": text}`. "
-                "Confidences are probabilities in [0, 1]."
+                "Confidences are probabilities in [0, 1].\n\n"
+                "Access: a job belongs to whoever submitted it: an API token (`Authorization: Bearer <token>`, made "
+                "with `flask --app web tokens create NAME`), or else the client's anonymous identity (a signed "
+                "`har_identity` cookie, as browsers keep it; a client that keeps no cookies is a new one every time). "
+                "The list shows only the client's jobs; delete and rerun are the owner's (403 for anyone else); "
+                "everything else about a job (status, reports, video) is readable by anyone with its id. A token "
+                "that is not valid is refused with 401 on every call. New jobs (uploads and reruns) are limited per "
+                "client (429 with `Retry-After`), and under `HAR_AUTH=required` need a token (401)."
             ),
         },
         "servers": [{"url": "/"}],
@@ -85,6 +116,8 @@ def openapi_document(settings=None) -> dict[str, Any]:
                         "413": _error(f"The file is larger than {max_mb} MB."),
                         "415": _error("Unsupported file extension."),
                         "422": _error("Not a readable video (corrupt, truncated) or longer than the limit."),
+                        "401": TOKEN_REQUIRED,
+                        "429": RATE_LIMITED,
                         "503": _error("The queue is unavailable; the job was created and marked failed "
                                       "(its `id` and `status_url` are included)."),
                         "507": _error("Not enough free disk space to store the upload (`HAR_MIN_FREE_MB`); "
@@ -94,18 +127,25 @@ def openapi_document(settings=None) -> dict[str, Any]:
                 "get": {
                     "tags": ["jobs"],
                     "operationId": "listJobs",
-                    "summary": "List jobs, newest first",
+                    "summary": "List the client's jobs, newest first",
+                    "description": ("The jobs submitted by this client: with its API token, else with its identity "
+                                    "cookie. `scope=all`: every job, for admin tokens only."),
                     "parameters": [
                         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
                         {"name": "per_page", "in": "query",
                          "schema": {"type": "integer", "minimum": 1, "maximum": 100,
                                     "default": getattr(settings, "jobs_per_page", 20)}},
                         {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATES)}},
+                        {"name": "scope", "in": "query",
+                         "schema": {"type": "string", "enum": ["mine", "all"], "default": "mine"},
+                         "description": "`all`: every job, jobs from before owners were recorded included "
+                                        "(admin tokens only)."},
                     ],
                     "responses": {
                         "200": {"description": "One page of jobs.",
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobPage"}}}},
-                        "400": _error("Invalid page, per_page or status."),
+                        "400": _error("Invalid page, per_page, status or scope."),
+                        "403": _error("`scope=all` without an admin token (`forbidden`)."),
                     },
                 },
             },
@@ -132,6 +172,7 @@ def openapi_document(settings=None) -> dict[str, Any]:
                     "parameters": [JOB_ID],
                     "responses": {
                         "204": {"description": "Deleted."},
+                        "403": NOT_YOURS,
                         "404": _error("Unknown job."),
                         "409": _error("The job is still running (`job_running`); wait for it to finish."),
                     },
@@ -162,9 +203,12 @@ def openapi_document(settings=None) -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreated"}}},
                         },
                         "400": _error("An invalid parameter or body."),
+                        "401": TOKEN_REQUIRED,
+                        "403": NOT_YOURS,
                         "404": _error("Unknown job."),
                         "409": _error("The job is still running (`job_running`); wait for it to finish."),
                         "410": _error("The job's uploaded video is no longer stored (`video_gone`); upload it again."),
+                        "429": RATE_LIMITED,
                         "503": _error("The queue is unavailable; the new job was created and marked failed "
                                       "(its `id` and `status_url` are included)."),
                     },
@@ -230,7 +274,16 @@ def openapi_document(settings=None) -> dict[str, Any]:
                 },
             },
         },
+        "security": [{"bearerAuth": []}, {"identityCookie": []}, {}],
         "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "An API token (`flask --app web tokens create NAME`). Jobs submitted "
+                                              "with it belong to the token's name."},
+                "identityCookie": {"type": "apiKey", "in": "cookie", "name": "har_identity",
+                                   "description": "The anonymous identity the service gives a client that has no "
+                                                  "token (signed; a year)."},
+            },
             "schemas": {
                 "Error": {
                     "type": "object",

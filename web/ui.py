@@ -1,7 +1,7 @@
 """Pages: upload form, job page (polls the API), jobs history."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from wtforms import DecimalField, FileField, IntegerField
@@ -10,7 +10,7 @@ from wtforms.validators import Optional
 from har import reports as har_reports
 from har.db import STATES, TERMINAL_STATES, VIDEO_FAILED, VIDEO_READY, VIDEO_RENDERING, Job
 
-from . import actions, get_session, get_settings, get_storage
+from . import actions, auth, get_session, get_settings, get_storage, ratelimit
 from .serialize import eta_seconds
 from .uploads import PARAM_FIELDS, UploadError, accept_upload, refuse_when_disk_low
 
@@ -38,15 +38,22 @@ def _limits():
 
 
 def _refuse_upload_when_disk_low():
-    """The upload form's low-disk answer (507, the reason on the form), before the request body is read."""
+    """The upload form's refusals before the request body is read, the reason on the form: no token under
+    HAR_AUTH=required (401), over the rate limit (429, Retry-After), low disk (507)."""
     if request.method != "POST" or request.endpoint != "ui.upload":
         return None
     try:
+        principal = auth.current_principal()
+        auth.require_submitter(principal)
+        ratelimit.check_new_job(principal)
         refuse_when_disk_low(get_settings(), get_storage(), request.content_length)
     except UploadError as exc:
         flash(exc.message, "error")
         form = UploadForm(formdata=None)  # not the posted form: reading it would spool the body to disk
-        return render_template("upload.html", form=form, failed_job=None, **_limits()), exc.status
+        resp = current_app.make_response(
+            (render_template("upload.html", form=form, failed_job=None, **_limits()), exc.status))
+        resp.headers.update(getattr(exc, "headers", {}))
+        return resp
     return None
 
 
@@ -63,7 +70,7 @@ def upload():
         # CSRF is checked by CSRFProtect before we get here.
         try:
             job = accept_upload(request.files.get("video"), request.form, get_settings(), get_storage(),
-                                get_session())
+                                get_session(), owner=auth.current_principal().owner)
         except UploadError as exc:
             flash(exc.message, "error")
             failed_job = exc.job_id
@@ -85,10 +92,11 @@ def jobs():
     if status not in STATES:
         status = None
     per_page = settings.jobs_per_page
-    items, total, pages = paginate_jobs(page, per_page, status)
+    owners = auth.current_principal().owners  # the history lists only the visitor's jobs
+    items, total, pages = paginate_jobs(page, per_page, status, owners=owners)
     if page > pages:  # beyond the end (the list shrank, or a hand-made link): show the last page
         page = pages
-        items, total, pages = paginate_jobs(page, per_page, status)
+        items, total, pages = paginate_jobs(page, per_page, status, owners=owners)
     return render_template("jobs.html", jobs=items, page=page, pages=pages, total=total, status=status,
                            states=STATES, per_page=per_page)
 
@@ -112,6 +120,7 @@ def job_page(job_id: str):
     return render_template(
         "job.html",
         job=job,
+        can_manage=auth.current_principal().may_manage(job),  # delete / run again: the owner's (web/auth.py)
         video_stored=video_stored,
         video_shared=video_shared,
         **_limits(),
@@ -130,10 +139,12 @@ def job_page(job_id: str):
 def delete_job(job_id: str):
     # CSRF is checked by CSRFProtect before we get here.
     try:
-        job = actions.delete_job(job_id, get_storage(), get_session())
+        job = actions.delete_job(job_id, get_storage(), get_session(), principal=auth.current_principal())
     except UploadError as exc:
         if exc.status == 404:
             abort(404, description=f"There is no job with id {job_id}.")
+        if exc.status in (401, 403, 429):  # no token, not the owner, over the rate limit: an error page
+            return auth.error_response(exc)
         flash(exc.message, "error")
         return redirect(url_for("ui.job_page", job_id=job_id), code=303)
     name = job.video.original_filename if job.video else job_id
@@ -144,10 +155,13 @@ def delete_job(job_id: str):
 @bp.post("/jobs/<job_id>/rerun")
 def rerun_job(job_id: str):
     try:
-        job = actions.rerun_job(job_id, request.form, get_settings(), get_storage(), get_session())
+        job = actions.rerun_job(job_id, request.form, get_settings(), get_storage(), get_session(),
+                                principal=auth.current_principal())
     except UploadError as exc:
         if exc.status == 404:
             abort(404, description=f"There is no job with id {job_id}.")
+        if exc.status in (401, 403, 429):  # no token, not the owner, over the rate limit: an error page
+            return auth.error_response(exc)
         flash(exc.message, "error")
         return redirect(url_for("ui.job_page", job_id=exc.job_id or job_id), code=303)
     flash("Started again as a new job; the earlier run stays in the history.", "info")

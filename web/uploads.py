@@ -81,6 +81,10 @@ LOW_DISK_MESSAGE = ("The server does not have enough free disk space to store th
                     "Please try again later.")
 
 
+STORAGE_UNAVAILABLE_MESSAGE = ("The video could not be stored: the storage service is unavailable right now. "
+                               "Please try again later.")
+
+
 def _low_disk() -> UploadError:
     return UploadError(507, "insufficient_storage", LOW_DISK_MESSAGE)
 
@@ -90,16 +94,18 @@ def refuse_when_disk_low(settings, storage, incoming_bytes: int | None = None) -
     unknown) would leave less than ``settings.min_free_mb`` free on the storage volume.
 
     The views call it before the request body is read (parsing the form spools the file to a temporary file), so
-    a refused upload writes nothing anywhere. A declared length over the upload limit is left to the 413 answer."""
+    a refused upload writes nothing anywhere. A declared length over the upload limit is left to the 413 answer.
+    The volume checked is the storage's spool (``storage.spool_dir``): the local storage root, or with S3 the
+    local directory where uploads are staged and validated before they go to the bucket."""
     if incoming_bytes is not None and incoming_bytes > settings.max_upload_mb * MB:
         return
     try:
-        check_free_space(storage.root, settings.min_free_mb, incoming_bytes)
+        check_free_space(storage.spool_dir, settings.min_free_mb, incoming_bytes)
     except LowDiskSpace as exc:
-        log.warning("upload refused for lack of disk space on %s: %s", storage.root, exc)
+        log.warning("upload refused for lack of disk space on %s: %s", storage.spool_dir, exc)
         raise _low_disk() from None
     except OSError:  # the volume cannot be asked: let the upload try
-        log.warning("could not read the free space of %s", storage.root, exc_info=True)
+        log.warning("could not read the free space of %s", storage.spool_dir, exc_info=True)
 
 
 def _human_limit(seconds: float) -> str:
@@ -109,8 +115,9 @@ def _human_limit(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> Job:
-    """Validate and store an upload (a werkzeug ``FileStorage``), create its job and enqueue it.
+def accept_upload(file, form: Mapping[str, Any], settings, storage, session, owner: str | None = None) -> Job:
+    """Validate and store an upload (a werkzeug ``FileStorage``), create its job (belonging to ``owner``, who
+    submitted it: web/auth.py) and enqueue it.
 
     Raises :class:`UploadError` for anything the user must fix (4xx) or when the queue is down (503;
     the job then exists and is marked failed with the reason).
@@ -130,21 +137,22 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> 
 
     max_bytes = settings.max_upload_mb * 1024 * 1024
     refuse_when_disk_low(settings, storage)  # the views checked the declared size before the body was read
-    try:
-        rel, sha256, size = storage.save_upload(file, filename, max_bytes=max_bytes)
+    try:  # to a local file first: it is validated before anything is stored (S3: before it reaches the bucket)
+        staged = storage.stage_upload(file, filename, max_bytes=max_bytes)
     except UploadTooLarge:
         raise UploadError(413, "file_too_large",
                           f"The file is too large: uploads are limited to {settings.max_upload_mb} MB.") from None
-    except OSError as exc:  # the disk filled while the file was written (save_upload removed its part)
+    except OSError as exc:  # the disk filled while the file was written (stage_upload removed its part)
         if is_disk_full(exc):
             log.warning("upload refused: the storage volume is full (%s)", exc)
             raise _low_disk() from None
         raise
-    try:
+    with staged:  # leaving the block without a commit removes the staged file
+        sha256, size = staged.sha256, staged.size
         if size == 0:
             raise UploadError(400, "empty_file", f"“{filename}” is empty (0 bytes).")
         try:
-            info = probe_video(storage.path(rel))
+            info = probe_video(staged.path)
         except VideoError as exc:
             raise UploadError(422, "invalid_video", f"“{filename}” cannot be read as a video: {exc}") from None
         if info.duration_s is not None and info.duration_s > settings.max_video_seconds:
@@ -152,9 +160,16 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> 
                 422, "video_too_long",
                 f"The video is {info.duration_s:.0f} s long; the limit is {_human_limit(settings.max_video_seconds)}.",
             )
-    except BaseException:
-        storage.delete(rel)
-        raise
+        try:
+            rel = staged.commit()
+        except OSError as exc:
+            if is_disk_full(exc):
+                log.warning("upload refused: the storage volume is full (%s)", exc)
+                raise _low_disk() from None
+            raise
+        except Exception as exc:  # the object storage refused it or cannot be reached
+            log.exception("could not store the upload %r", filename)
+            raise UploadError(503, "storage_unavailable", STORAGE_UNAVAILABLE_MESSAGE) from exc
 
     video_fields = {
         "path": rel,
@@ -173,7 +188,7 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session) -> 
     from har.jobs import create_job
 
     try:
-        job = create_job(session, video_fields, params)
+        job = create_job(session, video_fields, params, owner=owner)
         session.commit()
     except BaseException as exc:
         session.rollback()

@@ -35,7 +35,7 @@ from har.config import Settings, load_settings
 from har.database import session_scope
 from har.db import TERMINAL_STATES, VIDEO_RENDERING, Job, utcnow
 from har.jobs import as_utc, delete_job, lock_job, worker_state
-from har.storage import Storage
+from har.storage import open_storage
 
 log = logging.getLogger("worker.retention")
 
@@ -93,7 +93,7 @@ def remove_expired(settings: Settings, now: datetime | None = None, days: float 
     with session_scope(settings) as s:
         ids = s.scalars(select(Job.id).where(expired_sql(cutoff)).order_by(_ended(), Job.id).limit(batch)).all()
     run.more = len(ids) >= batch
-    storage = Storage(settings.resolved_storage_dir)
+    storage = open_storage(settings)  # local files or S3: the same files a delete removes
     for job_id in ids:
         try:
             deleted = _delete(settings, job_id, cutoff)

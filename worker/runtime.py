@@ -30,7 +30,7 @@ from har.config import Settings
 from har.database import session_scope
 from har.db import CLASSIFYING, EXTRACTING, QUEUED, RENDERING, REPORTING, TERMINAL_STATES, Job, utcnow
 from har.jobs import as_utc, fail_job, lock_job, set_status, stage_index, unfinished_sql, worker_state
-from har.storage import Storage
+from har.storage import BaseStorage, open_storage
 from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, VIDEO_TASK
 
 log = logging.getLogger("worker")
@@ -279,8 +279,9 @@ def fail(settings: Settings, job_id: str, stage: str, exc: BaseException, task_i
         raise
 
 
-def storage(settings: Settings) -> Storage:
-    return Storage(settings.resolved_storage_dir)
+def storage(settings: Settings) -> BaseStorage:
+    """The job files' storage: local files, or an S3 bucket shared by workers on any machine (har/storage.py)."""
+    return open_storage(settings)
 
 
 def lock_own(session, settings: Settings, claim: Claim) -> Job | None:
@@ -380,6 +381,13 @@ def transient(exc: BaseException) -> bool:
         if isinstance(exc, OperationalError):
             return True
     except ImportError:  # pragma: no cover
+        pass
+    try:  # the object storage unreachable (S3 storage only)
+        from har.storage_s3 import transient_errors
+
+        if isinstance(exc, transient_errors()):
+            return True
+    except ImportError:  # pragma: no cover - boto3 not installed: local storage only
         pass
     try:
         import kombu.exceptions

@@ -159,14 +159,29 @@ def _watch(ui: UI) -> None:
     page.on("pageerror", lambda exc: ui.errors.append(f"page error on {page.url}: {exc}"))
 
 
+def identity_cookie(server: LiveServer, identity: str) -> dict:
+    """The signed anonymous-identity cookie (web/auth.py) of ``identity`` for ``server``, as Playwright takes it."""
+    from web.auth import IDENTITY_COOKIE, identity_cookie_value
+
+    with server.app.app_context():
+        value = identity_cookie_value(identity)
+    return {"name": IDENTITY_COOKIE, "value": value, "url": server.url, "httpOnly": True, "sameSite": "Lax"}
+
+
 @pytest.fixture
 def open_ui(browser, request):
-    """``open_ui(server, viewport=DESKTOP, **context_options) -> UI``: a new tab; its console is checked when the
-    test ends (a test may also call ``ui.check_console()`` itself)."""
+    """``open_ui(server, viewport=DESKTOP, identity=TEST_IDENTITY, **context_options) -> UI``: a new tab; its console
+    is checked when the test ends (a test may also call ``ui.check_console()`` itself). The tab is the tests' own
+    browser identity (tests/conftest.py: it owns the jobs the tests upload or write), or ``identity``; None: a new
+    browser, which gets its identity from the server."""
+    from tests.conftest import TEST_IDENTITY
+
     opened: list[tuple[object, UI]] = []
 
-    def _open(server: LiveServer, viewport=None, **options) -> UI:
+    def _open(server: LiveServer, viewport=None, identity: str | None = TEST_IDENTITY, **options) -> UI:
         context = browser.new_context(viewport=viewport or DESKTOP, **options)
+        if identity:
+            context.add_cookies([identity_cookie(server, identity)])
         context.set_default_timeout(TIMEOUT_MS)
         ui = UI(page=context.new_page(), server=server)
         _watch(ui)

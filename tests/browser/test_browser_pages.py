@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from har.db import DONE, Job, JobEvent
+from tests.conftest import TEST_OWNER
 
 try:
     from playwright.sync_api import expect
@@ -472,6 +473,7 @@ def many_jobs(live_server):
                           size_bytes=1000, container="mp4", codec="mp4v", duration_s=4.0, fps=25.0, frame_count=100,
                           width=640, height=360, rotation_deg=0)
             job = Job(video=video, status=DONE, stage=DONE, created_at=at, updated_at=at, frames_total=44,
+                      owner=TEST_OWNER,  # the browser's (its identity cookie: tests/browser/conftest.py)
                       frames_done=44, params={}, timings={}, persons=0, overall_label="no_person",
                       result={"status": "no_person", "persons": [], "short_tracks": []})
             s.add(job)
@@ -492,8 +494,8 @@ def many_jobs(live_server):
 def test_history_pages(ui, many_jobs):
     stack, page = ui.server.stack, ui.page
     per_page = stack.settings.jobs_per_page
-    with stack.session() as s:
-        total = s.scalar(select(func.count()).select_from(Job))
+    with stack.session() as s:  # the history is the browser's own jobs
+        total = s.scalar(select(func.count()).select_from(Job).where(Job.owner == TEST_OWNER))
     pages = -(-total // per_page)
     assert pages >= 3
     ui.goto("/jobs")
@@ -542,6 +544,68 @@ def test_phone_width_has_no_horizontal_scrolling(open_ui, live_server, finished_
     ui.screenshot("phone-upload-progress.png")
     page.click("#upload-cancel")
     expect(page.locator("#upload-error")).to_contain_text("Upload cancelled")
+
+
+# ------------------------------------------------------------------------------------ who sees what
+def test_a_new_browser_gets_its_own_identity_and_cannot_manage_others_jobs(open_ui, live_server, finished_job):
+    """A browser the service has not seen gets a signed identity cookie with its first page; another browser's job
+    is not in its history, but its link works: the results, without the delete and re-run buttons."""
+    ui = open_ui(live_server, identity=None)
+    page = ui.page
+    ui.goto("/")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "har_identity")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]
+    assert cookie["expires"] > datetime.now(timezone.utc).timestamp() + 300 * 86400  # long-lived
+    ui.goto("/jobs")
+    expect(page.locator(".panel")).to_contain_text("No jobs yet.")
+    expect(page.locator(f"a[href='/jobs/{finished_job}']")).to_have_count(0)
+    ui.goto(f"/jobs/{finished_job}")
+    expect(page.locator("#status-badge .badge")).to_have_text("done")
+    expect(page.locator("#timeline .tl-row").first).to_be_visible()
+    expect(page.locator("#not-owner")).to_contain_text("Only whoever submitted this job can delete it")
+    expect(page.locator("#delete-form")).to_have_count(0)
+    expect(page.locator("#rerun-form")).to_have_count(0)
+    wait_for_player(page)
+    # the same identity on the next visit: still not the owner, still nobody else's jobs listed
+    ui.goto("/jobs")
+    assert [c["value"] for c in page.context.cookies() if c["name"] == "har_identity"] == [cookie["value"]]
+
+
+def test_the_content_security_policy_holds_on_every_page(ui, finished_job):
+    """The pages (and the HTML report) load under their Content-Security-Policy with no violation (each would be a
+    console error, which fails the test), and the browser does enforce it: an inline script or style is refused."""
+    page = ui.page
+    for path in ("/", "/jobs", f"/jobs/{finished_job}", "/token", "/api/docs",
+                 f"/api/jobs/{finished_job}/report.html"):
+        resp = ui.goto(path)
+        policy = resp.header_value("content-security-policy") or ""
+        assert "frame-ancestors 'none'" in policy and "unsafe-eval" not in policy, (path, policy)
+        assert ("sandbox" in policy) == path.endswith("report.html"), (path, policy)
+        if path == f"/jobs/{finished_job}":
+            wait_for_player(page)
+            page.locator("#timeline .tl-seg").first.click()  # the page's own script runs
+    ui.check_console()
+
+    ui.goto("/")
+    ui.allow_console(r"Content Security Policy")
+    before = len(ui.errors)
+    ran = page.evaluate("""() => {
+        window.harInline = false;
+        const s = document.createElement('script');
+        s.textContent = 'window.harInline = true';
+        document.head.append(s);
+        const st = document.createElement('style');
+        st.textContent = 'body { margin-top: 77px }';
+        document.head.append(st);
+        return [window.harInline, getComputedStyle(document.body).marginTop === '77px'];
+    }""")
+    assert ran == [False, False], ran
+    for _ in range(50):
+        if len(ui.errors) >= before + 2:
+            break
+        page.wait_for_timeout(100)  # lets the console events through
+    refused = [e for e in ui.errors[before:] if "Content Security Policy" in e]
+    assert any("script" in e for e in refused) and any("style" in e for e in refused), ui.errors[before:]
 
 
 def test_no_console_errors_are_tolerated(open_ui, live_server):

@@ -48,14 +48,15 @@ def _extract(settings: Settings, claim: runtime.Claim) -> bool:
         video_rel = job.video.path
         params = runtime.job_params(job, settings)
     storage = runtime.storage(settings)
-    video_path = storage.path(video_rel)
-    if not video_path.is_file():
+    if not storage.exists(video_rel):
         raise runtime.JobError("The uploaded video file is missing from storage, so it cannot be processed.")
 
     from models.pose import default_sample_fps
     from models.pose.extract import extract_tracks
 
-    with runtime.Heartbeat(settings, claim):
+    # the video as a local file: where it lies (local storage), else fetched into a per-job temporary directory
+    # that is removed when the block ends, also on an error
+    with runtime.Heartbeat(settings, claim), storage.local_copy(video_rel, job_id=job_id) as video_path:
         estimator = get_pose_estimator(settings, params["imgsz"])
         target_fps = params["sample_fps"] or default_sample_fps(get_classifier().fps)
         t0 = time.monotonic()

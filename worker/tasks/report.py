@@ -11,7 +11,6 @@ from har.config import Settings
 from har.database import session_scope
 from har.db import DONE, RENDERING, Job, JobEvent, Report, utcnow
 from har.jobs import as_utc, set_status
-from har.storage import sha256_file
 from worker import runtime
 from worker.celery_app import REPORT_TASK, celery_app
 
@@ -24,7 +23,7 @@ def _report(settings: Settings, claim: runtime.Claim) -> bool:
     """Reports; commits Report rows and the move to done (False: taken over/deleted). The move is to the
     workers' ``rendering`` state when the job asks for an annotated video: its task is enqueued next."""
     job_id = claim.job_id
-    from har.reports import render_reports
+    from har.reports import write_reports
 
     storage = runtime.storage(settings)
     with session_scope(settings) as s:
@@ -40,12 +39,11 @@ def _report(settings: Settings, claim: runtime.Claim) -> bool:
         timings["report_s"] = runtime.stage_elapsed(claim)
         timings["total_s"] = round((utcnow() - as_utc(job.created_at)).total_seconds(), 3)
         set_status(s, job, RENDERING if annotate else DONE, "done", task_id=None, worker=None, timings=timings)
-        files = render_reports(job, storage)  # json, csv, html
+        files = write_reports(job, storage)  # json, csv, html, through the storage (local files or S3)
         s.execute(delete(Report).where(Report.job_id == job_id))
-        for kind, rel_path, media_type in files:
-            path = storage.path(rel_path)
+        for kind, rel_path, media_type, size, sha256 in files:
             s.add(Report(job_id=job_id, kind=kind, path=rel_path, media_type=media_type,
-                         size_bytes=path.stat().st_size, sha256=sha256_file(path)))
+                         size_bytes=size, sha256=sha256))
     return True
 
 

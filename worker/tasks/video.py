@@ -44,10 +44,14 @@ def _render(settings: Settings, claim: runtime.Claim) -> bool:
     if not storage.exists(video_rel):
         raise runtime.JobError("The annotated video could not be rendered: the uploaded video is no longer stored.")
 
-    with runtime.Heartbeat(settings, claim):
-        out, _rel = storage.job_path(job_id, VIDEO_NAME)
-        video = write_annotated_video(storage.path(video_rel), PoseExtraction.from_bytes(data), result, out)
-        _remove_other_formats(video.path)
+    # the upload as a local file (fetched into a per-job temporary directory unless stored locally), the video
+    # written into the job's output folder (local: jobs/<id>/; S3: a temporary folder, uploaded when the block ends)
+    with runtime.Heartbeat(settings, claim), storage.local_copy(video_rel, job_id=job_id) as source, \
+            storage.job_output(job_id) as folder:
+        video = write_annotated_video(source, PoseExtraction.from_bytes(data), result, folder / VIDEO_NAME)
+        name, size, sha256 = video.path.name, video.path.stat().st_size, sha256_file(video.path)
+    key = storage.job_key(job_id, name)
+    _remove_other_formats(storage, job_id, name)
 
     with session_scope(settings) as s:
         job = runtime.lock_own(s, settings, claim)
@@ -56,20 +60,21 @@ def _render(settings: Settings, claim: runtime.Claim) -> bool:
         timings = dict(job.timings or {})
         timings["video_s"] = runtime.stage_elapsed(claim)
         s.execute(delete(Report).where(Report.job_id == job_id, Report.kind == "video"))
-        s.add(Report(job_id=job_id, kind="video", path=storage.relative(video.path), media_type=video.media_type,
-                     size_bytes=video.path.stat().st_size, sha256=sha256_file(video.path)))
+        s.add(Report(job_id=job_id, kind="video", path=key, media_type=video.media_type, size_bytes=size,
+                     sha256=sha256))
         set_status(s, job, DONE, "done", worker=None, timings=timings)
     return True
 
 
-def _remove_other_formats(path) -> None:
+def _remove_other_formats(storage, job_id: str, name: str) -> None:
     """A retried render may have left the other format behind (ffmpeg .mp4 vs the OpenCV .webm fallback)."""
-    for suffix in VIDEO_SUFFIXES:
-        if suffix != path.suffix:
+    stem, _, suffix = name.rpartition(".")
+    for other in VIDEO_SUFFIXES:
+        if other != f".{suffix}":
             try:
-                path.with_suffix(suffix).unlink(missing_ok=True)
-            except OSError:
-                pass
+                storage.delete(storage.job_key(job_id, stem + other))
+            except Exception:  # noqa: BLE001 - a leftover costs space, not correctness
+                runtime.log.warning("video: could not remove %s%s of job %s", stem, other, job_id, exc_info=True)
 
 
 @celery_app.task(name=VIDEO_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)

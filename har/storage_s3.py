@@ -1,0 +1,276 @@
+"""S3-compatible object storage (AWS S3, MinIO, Ceph, …) behind :class:`har.storage.BaseStorage`.
+
+Chosen with ``HAR_STORAGE_URL=s3://bucket/prefix``; the endpoint comes from ``HAR_S3_ENDPOINT_URL`` (or the
+standard ``AWS_ENDPOINT_URL``; none: AWS itself), credentials and region from the standard AWS variables
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, or a profile).
+
+An object's name is ``<prefix>/<key>``. Uploads and stage outputs go up with boto3's managed transfer (multipart
+above 8 MiB, from a local file that is removed afterwards); inputs come down into a per-job temporary directory
+under the spool (``HAR_STORAGE_DIR``); downloads are streamed with ranged GETs (:class:`S3Reader`).
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlparse
+
+from har.storage import (
+    BaseStorage,
+    NotStored,
+    StagedUpload,
+    StorageError,
+    StoredObject,
+    check_key,
+    check_prefix,
+    media_type,
+)
+
+_clients: dict[tuple, object] = {}
+_clients_lock = threading.Lock()
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+def client_for(endpoint_url: str | None = None):
+    """A boto3 S3 client for the endpoint, one per process (clients are thread-safe, not fork-safe)."""
+    key = (os.getpid(), endpoint_url or "")
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            options = dict(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+                           max_pool_connections=20,
+                           # plain payloads: S3-compatible servers do not all know the newer default checksums
+                           request_checksum_calculation="when_required",
+                           response_checksum_validation="when_required")
+            if endpoint_url:  # a self-hosted server (MinIO): bucket names in the path, not in the host name
+                options["s3"] = {"addressing_style": "path"}
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=Config(**options))
+            _clients[key] = client
+    return client
+
+
+def _code(exc: BaseException) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def is_missing(exc: BaseException) -> bool:
+    """Whether a botocore error says the object (or bucket) is not there."""
+    return _code(exc) in _MISSING
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """botocore's connection errors: the storage service is unreachable right now (worth retrying)."""
+    from botocore.exceptions import ConnectionError, HTTPClientError
+
+    return (ConnectionError, HTTPClientError)
+
+
+class S3Storage(BaseStorage):
+    kind = "s3"
+
+    def __init__(self, bucket: str, prefix: str = "", *, spool_dir: str | os.PathLike,
+                 endpoint_url: str | None = None, client=None):
+        if not bucket:
+            raise StorageError("an S3 storage URL needs a bucket: s3://bucket/prefix")
+        self.bucket = bucket
+        prefix = prefix.strip("/")
+        self.prefix = check_prefix(prefix) if prefix else ""
+        self.endpoint_url = endpoint_url or None
+        self.spool_dir = Path(spool_dir).expanduser().resolve()
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._client = client
+
+    @classmethod
+    def from_url(cls, url: str, *, spool_dir, endpoint_url: str | None = None) -> "S3Storage":
+        parsed = urlparse(url)
+        if parsed.scheme != "s3":
+            raise StorageError(f"not an s3:// URL: {url!r}")
+        return cls(parsed.netloc, parsed.path, spool_dir=spool_dir, endpoint_url=endpoint_url)
+
+    @property
+    def client(self):
+        return self._client or client_for(self.endpoint_url)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.url!r}, endpoint_url={self.endpoint_url!r})"
+
+    def name(self, key: str) -> str:
+        """The object name of a key (``<prefix><key>``)."""
+        return self.prefix + check_key(key)
+
+    # -- reading -----------------------------------------------------------------------------------
+    def stat(self, key: str) -> StoredObject | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.name(key))
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise
+        etag = (head.get("ETag") or "").strip('"') or None
+        return StoredObject(key=key, size=int(head["ContentLength"]), etag=etag,
+                            last_modified=head.get("LastModified"))
+
+    def open_read(self, key: str) -> BinaryIO:
+        return S3Reader(self.client, self.bucket, self.name(key))
+
+    def _download(self, key: str, dest: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, self.name(key), str(dest))
+        except ClientError as exc:
+            dest.unlink(missing_ok=True)
+            if is_missing(exc):
+                raise NotStored(f"nothing is stored under {key!r}") from None
+            raise
+
+    # -- writing -----------------------------------------------------------------------------------
+    def put_file(self, path: str | os.PathLike, key: str, content_type: str | None = None) -> int:
+        name = self.name(key)
+        extra = {"ContentType": content_type or media_type(key) or "application/octet-stream"}
+        self.client.upload_file(str(path), self.bucket, name, ExtraArgs=extra)  # multipart above 8 MiB
+        return os.path.getsize(path)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> int:
+        self.client.put_object(Bucket=self.bucket, Key=self.name(key), Body=data,
+                               ContentType=content_type or media_type(key) or "application/octet-stream")
+        return len(data)
+
+    def _commit_upload(self, staged: StagedUpload) -> None:
+        self.put_file(staged.path, staged.key)
+        staged.path.unlink(missing_ok=True)
+
+    # -- deleting ----------------------------------------------------------------------------------
+    def delete(self, key: str) -> bool:
+        try:
+            name = self.name(key)
+        except StorageError:
+            return False
+        if self.stat(key) is None:
+            return False
+        self.client.delete_object(Bucket=self.bucket, Key=name)
+        return True
+
+    def delete_prefix(self, prefix: str) -> int:
+        name = self.prefix + check_prefix(prefix)
+        n = 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=name):
+            objects = [{"Key": o["Key"]} for o in page.get("Contents") or ()]
+            if not objects:
+                continue
+            resp = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+            errors = resp.get("Errors") or []
+            if errors:
+                raise StorageError(f"could not delete {len(errors)} object(s) under {name!r}: "
+                                   f"{errors[0].get('Code')} {errors[0].get('Message')}")
+            n += len(objects)
+        return n
+
+    def check(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
+
+class S3Reader(io.RawIOBase):
+    """A seekable reader of one object. Nothing is fetched until the first read; a read fetches from the current
+    position to :meth:`limit` (or the end) with one ranged GET, streamed; a seek elsewhere starts another."""
+
+    def __init__(self, client, bucket: str, name: str):
+        super().__init__()
+        self._client, self._bucket, self._name = client, bucket, name
+        self._pos = 0
+        self._end: int | None = None  # exclusive
+        self._size: int | None = None
+        self._body = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _length(self) -> int:
+        if self._size is None:
+            self._size = int(self._client.head_object(Bucket=self._bucket, Key=self._name)["ContentLength"])
+        return self._size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._length() + offset
+        else:
+            raise ValueError(f"bad whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        if pos != self._pos:
+            self._close_body()
+            self._pos = pos
+        return pos
+
+    def limit(self, end: int | None) -> None:
+        """Read no further than byte ``end`` (exclusive): the GET asks for just that range."""
+        if end != self._end:
+            self._close_body()
+            self._end = end
+
+    def _open(self) -> None:
+        from botocore.exceptions import ClientError
+
+        args = {"Bucket": self._bucket, "Key": self._name}
+        if self._pos or self._end is not None:
+            args["Range"] = f"bytes={self._pos}-" + ("" if self._end is None else str(self._end - 1))
+        try:
+            resp = self._client.get_object(**args)
+        except ClientError as exc:
+            if _code(exc) == "InvalidRange":  # at or past the end
+                self._body = io.BytesIO(b"")
+                return
+            if is_missing(exc):
+                raise NotStored(f"{self._name!r} is not stored") from None
+            raise
+        self._body = resp["Body"]
+        if self._size is None and "ContentRange" not in resp:
+            self._size = int(resp.get("ContentLength") or 0)
+
+    def readinto(self, b) -> int:
+        want = len(b)
+        if self._end is not None:
+            want = min(want, self._end - self._pos)
+        if want <= 0:
+            return 0
+        if self._body is None:
+            self._open()
+        data = self._body.read(want)
+        n = len(data)
+        b[:n] = data
+        self._pos += n
+        return n
+
+    def _close_body(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            try:
+                body.close()
+            except Exception:  # noqa: BLE001 - closing a half-read stream
+                pass
+
+    def close(self) -> None:
+        self._close_body()
+        super().close()

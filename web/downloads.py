@@ -1,0 +1,46 @@
+"""Sending stored files (reports, annotated videos) with HTTP range requests, from either storage backend.
+
+Local storage: ``send_file`` on the file itself, as always (conditional: ETag, Last-Modified, ``Range``).
+S3 storage: proxied through the web app, not redirected to a presigned URL, so the browser only ever talks to the
+web origin (no bucket host in the page's CSP, no URLs that outlive a deleted job). The response is built the same
+way (werkzeug evaluates ``Range``, ``If-Range``, ``If-None-Match``, ``If-Modified-Since`` against the object's size,
+ETag and Last-Modified from one HEAD request), and the body is streamed from a GET of exactly the requested byte
+range: a ``<video>`` seeking in a large file fetches only what it plays.
+"""
+from __future__ import annotations
+
+from flask import request, send_file
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+
+from har.storage import StorageError
+
+
+def send_stored(storage, key: str, *, mimetype: str, download_name: str, as_attachment: bool = False,
+                max_age: int | None = 0):
+    """The response for the stored file ``key``, or None when nothing is stored under it."""
+    try:
+        path = storage.local_path(key)
+        info = None if path is not None else storage.stat(key)
+    except StorageError:  # a key that names nothing storable
+        return None
+    if path is not None:
+        if not path.is_file():
+            return None
+        return send_file(path, mimetype=mimetype, as_attachment=as_attachment, download_name=download_name,
+                         conditional=True, max_age=max_age)
+    if info is None:
+        return None
+    reader = storage.open_read(key)  # fetches nothing until the body is sent
+    rv = send_file(reader, mimetype=mimetype, as_attachment=as_attachment, download_name=download_name,
+                   conditional=False, etag=info.etag or False, last_modified=info.last_modified, max_age=max_age)
+    rv.content_length = info.size
+    try:
+        rv = rv.make_conditional(request.environ, accept_ranges=True, complete_length=info.size)
+    except RequestedRangeNotSatisfiable:
+        reader.close()
+        raise
+    if rv.status_code == 206 and rv.content_range is not None:
+        reader.limit(rv.content_range.stop)  # the GET asks for the range only; werkzeug seeks to its start
+    elif rv.status_code not in (200, 206):  # 304 / 412: no body
+        reader.close()
+    return rv
