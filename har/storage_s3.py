@@ -33,9 +33,10 @@ _clients_lock = threading.Lock()
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
-def client_for(endpoint_url: str | None = None):
-    """A boto3 S3 client for the endpoint, one per process (clients are thread-safe, not fork-safe)."""
-    key = (os.getpid(), endpoint_url or "")
+def client_for(endpoint_url: str | None = None, quick: bool = False):
+    """A boto3 S3 client for the endpoint, one per process (clients are thread-safe, not fork-safe). ``quick``: one
+    that gives up within seconds (no retries), for health checks."""
+    key = (os.getpid(), endpoint_url or "", quick)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
@@ -47,6 +48,8 @@ def client_for(endpoint_url: str | None = None):
                            # plain payloads: S3-compatible servers do not all know the newer default checksums
                            request_checksum_calculation="when_required",
                            response_checksum_validation="when_required")
+            if quick:
+                options.update(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=5)
             if endpoint_url:  # a self-hosted server (MinIO): bucket names in the path, not in the host name
                 options["s3"] = {"addressing_style": "path"}
             client = boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=Config(**options))
@@ -179,7 +182,9 @@ class S3Storage(BaseStorage):
         return n
 
     def check(self) -> None:
-        self.client.head_bucket(Bucket=self.bucket)
+        """Raises unless the bucket answers (within seconds: for readiness checks)."""
+        client = self._client if self._client is not None else client_for(self.endpoint_url, quick=True)
+        client.head_bucket(Bucket=self.bucket)
 
 
 class S3Reader(io.RawIOBase):

@@ -11,7 +11,7 @@ import hashlib
 import io
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -418,3 +418,20 @@ def test_a_failing_stage_leaves_no_temporary_files(db_backend, people_video, mon
         assert job.status == "failed" and "decoder exploded" in job.error
     assert len(seen) == 1 and seen[0].exists() == (b.kind == "local")
     assert b.leftovers() == [] and b.keys() == [key]
+
+
+def test_readiness_checks_the_bucket_with_s3_storage(backend):
+    """/readyz: with S3 storage the bucket is one of the checks (a missing bucket → 503 naming it); with local
+    storage there is no bucket check."""
+    from har.database import get_engine
+    from web.health import readiness
+
+    engine = get_engine(backend.settings.resolved_database_url)
+    checks = readiness(backend.settings, engine)["checks"]
+    if backend.kind == "local":
+        assert "bucket" not in checks
+        return
+    assert checks["bucket"] == {"ok": True}
+    gone = replace(backend.settings, storage_url="s3://no-such-bucket-here/x")
+    body = readiness(gone, engine)
+    assert "bucket" in body["failed"] and body["checks"]["bucket"]["ok"] is False

@@ -11,7 +11,8 @@
 
   Checks: ``database`` (``SELECT 1`` on a pooled connection), ``redis`` (PING on the broker, 1 s timeouts) and
   ``storage`` (a small file created and removed in the storage directory: the uploads volume is mounted and
-  writable).
+  writable; with S3 storage, the local spool), plus with S3 storage ``bucket`` (HEAD of the bucket, a few
+  seconds at most).
 
 ``GET /api/health`` (web/api.py) is the older check of the database and Redis only.
 """
@@ -78,9 +79,25 @@ def check_storage(settings: Settings) -> dict:
             pass
 
 
+def check_bucket(settings: Settings) -> dict | None:
+    """With S3 storage (``HAR_STORAGE_URL``): whether the bucket answers; None with local storage."""
+    if not (getattr(settings, "storage_url", "") or "").strip():
+        return None
+    try:
+        from har.storage import open_storage
+
+        open_storage(settings).check()
+        return {"ok": True}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": _error(exc)}
+
+
 def readiness(settings: Settings, engine) -> dict:
     """Every check's result, and the names of those that failed."""
     checks = {"database": check_database(engine), "redis": check_redis(settings), "storage": check_storage(settings)}
+    bucket = check_bucket(settings)
+    if bucket is not None:
+        checks["bucket"] = bucket
     failed = [name for name, result in checks.items() if not result["ok"]]
     return {"status": "unavailable" if failed else "ok", "failed": failed, "checks": checks}
 
