@@ -426,24 +426,30 @@ def sqlite_db(tmp_path):
     return settings
 
 
-@pytest.fixture
-def video_job(sqlite_db, people_video, monkeypatch):
-    """A queued job for a real people video, with the next-stage hand-over recorded, not sent."""
+def stored_job(settings, video: Path) -> str:
+    """A queued job for ``video``, stored as an upload in the settings' (local) storage; its id."""
     from har.database import session_scope
     from har.jobs import create_job
     from har.storage import Storage
     from models.video import probe_video
+
+    storage = Storage(settings.resolved_storage_dir)
+    with open(video, "rb") as f:
+        rel, sha, size = storage.save_upload(f, video.name)
+    info = probe_video(storage.path(rel))
+    with session_scope(settings) as s:
+        return create_job(s, dict(path=rel, original_filename=video.name, sha256=sha, size_bytes=size,
+                                  container=video.suffix.lstrip(".").lower(), codec=info.codec,
+                                  duration_s=info.duration_s, fps=info.fps, frame_count=info.frame_count,
+                                  width=info.width, height=info.height, rotation_deg=info.rotation_deg), {}).id
+
+
+@pytest.fixture
+def video_job(sqlite_db, people_video, monkeypatch):
+    """A queued job for a real people video, with the next-stage hand-over recorded, not sent."""
     from worker import runtime
 
-    storage = Storage(sqlite_db.resolved_storage_dir)
-    with open(people_video, "rb") as f:
-        rel, sha, size = storage.save_upload(f, people_video.name)
-    info = probe_video(storage.path(rel))
-    with session_scope(sqlite_db) as s:
-        job_id = create_job(s, dict(path=rel, original_filename=people_video.name, sha256=sha, size_bytes=size,
-                                    container="mp4", codec=info.codec, duration_s=info.duration_s, fps=info.fps,
-                                    frame_count=info.frame_count, width=info.width, height=info.height,
-                                    rotation_deg=info.rotation_deg), {}).id
+    job_id = stored_job(sqlite_db, people_video)
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr(runtime, "hand_over", lambda settings, task, jid: sent.append((task, jid)))
     return sqlite_db, job_id, sent

@@ -212,9 +212,7 @@ def test_a_disk_that_fills_while_the_upload_is_written_gives_507_and_keeps_nothi
 # ------------------------------------------------------------------------------------------ workers
 def test_a_disk_that_fills_during_a_stage_fails_the_job_with_a_readable_reason(tmp_path, people_video, small_volume,
                                                                                sqlite_db, monkeypatch):
-    from har.jobs import create_job
-    from har.storage import Storage
-    from models.video import probe_video
+    from tests.conftest import stored_job
     from worker import runtime
     from worker.tasks.classify import run_classify
     from worker.tasks.pose import run_pose
@@ -222,15 +220,7 @@ def test_a_disk_that_fills_during_a_stage_fails_the_job_with_a_readable_reason(t
 
     volume = small_volume(people_video.stat().st_size + 2 * MB)
     settings = dataclasses.replace(sqlite_db, storage_dir=str(volume)) if volume is not None else sqlite_db
-    storage = Storage(settings.resolved_storage_dir)
-    with open(people_video, "rb") as f:
-        rel, sha, size = storage.save_upload(f, people_video.name)
-    info = probe_video(storage.path(rel))
-    with session_scope(settings) as s:
-        job_id = create_job(s, dict(path=rel, original_filename=people_video.name, sha256=sha, size_bytes=size,
-                                    container="mp4", codec=info.codec, duration_s=info.duration_s, fps=info.fps,
-                                    frame_count=info.frame_count, width=info.width, height=info.height,
-                                    rotation_deg=info.rotation_deg), {}).id
+    job_id = stored_job(settings, people_video)
     monkeypatch.setattr(runtime, "hand_over", lambda settings, task, jid: None)
     assert run_pose(settings, job_id, "pose-1") is True
     assert run_classify(settings, job_id, "classify-1") is True

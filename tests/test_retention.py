@@ -95,10 +95,12 @@ def db_settings(request, tmp_path, redis_url):
 
 # ------------------------------------------------------------------------------------------- helpers
 def add_job(settings, status: str, ended_days_ago: float, *, video_id: str | None = None,
-            updated_days_ago: float | None = None, video_status: str | None = None, outputs: bool = True) -> str:
+            updated_days_ago: float | None = None, video_status: str | None = None, outputs: bool = True,
+            storage=None) -> str:
     """A job as the workers leave it: its own upload (or ``video_id``'s), pose data, a track, a prediction, a
-    segment, report files and rows; ended and last changed that many days ago."""
-    storage = Storage(settings.resolved_storage_dir)
+    segment, report files and rows; ended and last changed that many days ago. ``storage``: where its files go
+    (default: local files in the settings' storage directory)."""
+    storage = storage if storage is not None else Storage(settings.resolved_storage_dir)
     now = utcnow()
     ended = now - timedelta(days=ended_days_ago)
     updated = now - timedelta(days=ended_days_ago if updated_days_ago is None else updated_days_ago)
@@ -120,10 +122,10 @@ def add_job(settings, status: str, ended_days_ago: float, *, video_id: str | Non
                              frames=22, probabilities={"BOXING": 0.9}))
             s.add(Segment(job_id=job_id, track_id=1, label="BOXING", start_s=0.0, end_s=2.0, confidence=0.9))
             for kind, name in (("json", "report.json"), ("video", "annotated.mp4")):
-                path, rel = storage.job_path(job_id, name)
-                path.write_bytes(b"{}" if kind == "json" else b"\0" * 64)
-                s.add(Report(job_id=job_id, kind=kind, path=rel, media_type="application/octet-stream",
-                             size_bytes=path.stat().st_size, sha256="0" * 64))
+                key, data = storage.job_key(job_id, name), b"{}" if kind == "json" else b"\0" * 64
+                storage.put_bytes(key, data)
+                s.add(Report(job_id=job_id, kind=kind, path=key, media_type="application/octet-stream",
+                             size_bytes=len(data), sha256="0" * 64))
         s.add(JobEvent(job_id=job_id, status=status, message=status, at=ended))
     with session_scope(settings) as s:  # explicit timestamps (not the onupdate "now")
         finished = ended if status in (DONE, FAILED) else None

@@ -323,31 +323,12 @@ def test_downloads_answer_range_requests(backend, download_client):
 
 # ------------------------------------------------------------------------------------ shared uploads
 def _finished_job(settings, storage, *, video_id=None, ended_days_ago: float = 10.0) -> str:
-    """A done job with report files; its own upload, or the video row ``video_id`` (a re-run)."""
-    from har.database import session_scope
-    from har.db import Job, Report, utcnow
-    from har.jobs import create_job
+    """A done job with report files (tests.test_retention.add_job), plus a file left by a retried render that has
+    no row; its own upload, or the video row ``video_id`` (a re-run)."""
+    from tests.test_retention import add_job
 
-    with session_scope(settings) as s:
-        if video_id is None:
-            key, sha, size = storage.save_upload(io.BytesIO(b"\0\0\0\x18ftypmp42 stored upload"), "clip.mp4")
-            job = create_job(s, dict(path=key, original_filename="clip.mp4", sha256=sha, size_bytes=size,
-                                     container="mp4", codec="h264", duration_s=2.0, fps=30.0, frame_count=60,
-                                     width=320, height=240, rotation_deg=0), {})
-        else:
-            job = Job(video_id=video_id, status="queued", params={}, timings={}, frames_total=60)
-            s.add(job)
-            s.flush()
-        job_id = job.id
-        storage.put_bytes(storage.job_key(job_id, "annotated.webm"), b"\0")  # left by a retried render: no row
-        for name in ("report.json", "annotated.mp4"):
-            key = storage.job_key(job_id, name)
-            storage.put_bytes(key, b"{}")
-            s.add(Report(job_id=job_id, kind=name.split(".")[1].replace("mp4", "video"), path=key,
-                         media_type="application/octet-stream", size_bytes=2, sha256="0" * 64))
-    ended = utcnow() - timedelta(days=ended_days_ago)
-    with session_scope(settings) as s:
-        s.execute(update(Job).where(Job.id == job_id).values(status="done", finished_at=ended, updated_at=ended))
+    job_id = add_job(settings, "done", ended_days_ago, video_id=video_id, storage=storage)
+    storage.put_bytes(storage.job_key(job_id, "annotated.webm"), b"\0")
     return job_id
 
 

@@ -138,6 +138,14 @@ def queue_names(settings: Settings) -> tuple[str, ...]:
                                 settings.video_queue)))
 
 
+def _gauge(name: str, doc: str, label: str, values: dict) -> GaugeMetricFamily:
+    """A gauge with one labelled sample per item of ``values``."""
+    g = GaugeMetricFamily(name, doc, labels=[label])
+    for key, n in values.items():
+        g.add_metric([key], n)
+    return g
+
+
 class HarCollector:
     """Reads the shared state at every scrape (see the module doc)."""
 
@@ -192,24 +200,11 @@ class HarCollector:
             if stage is not None:
                 waiting[stage] += total - held
                 running[stage] += held
-        g = GaugeMetricFamily("har_jobs", "Jobs by state.", labels=["state"])
-        for state, n in states.items():
-            g.add_metric([state], n)
-        yield g
-        g = GaugeMetricFamily("har_jobs_waiting", "Jobs waiting for a worker to take their next stage.",
-                              labels=["stage"])
-        for stage, n in waiting.items():
-            g.add_metric([stage], n)
-        yield g
-        g = GaugeMetricFamily("har_jobs_running", "Jobs whose stage a worker holds now.", labels=["stage"])
-        for stage, n in running.items():
-            g.add_metric([stage], n)
-        yield g
-        g = GaugeMetricFamily("har_annotated_videos", "Annotated videos by status (rendered after the job is done).",
-                              labels=["status"])
-        for status, n in videos.items():
-            g.add_metric([status], n)
-        yield g
+        yield _gauge("har_jobs", "Jobs by state.", "state", states)
+        yield _gauge("har_jobs_waiting", "Jobs waiting for a worker to take their next stage.", "stage", waiting)
+        yield _gauge("har_jobs_running", "Jobs whose stage a worker holds now.", "stage", running)
+        yield _gauge("har_annotated_videos", "Annotated videos by status (rendered after the job is done).", "status",
+                     videos)
 
     def _failures(self, conn):
         for name, doc, column, condition in (
