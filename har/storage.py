@@ -31,6 +31,7 @@ import posixpath
 import re
 import shutil
 import tempfile
+import time
 import unicodedata
 import uuid
 from contextlib import contextmanager
@@ -89,6 +90,19 @@ def file_extension(name: str | None) -> str:
     ext = Path(base).suffix[1:].lower()
     return ext if _EXT.match(ext) else ""
 
+
+
+_TEMP_DIR = re.compile(r"-p(\d+)-[a-z0-9_]+$")  # <job id>-p<pid>-<random>: see BaseStorage.temp_dir
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
 
 
 def check_key(key: str | os.PathLike) -> str:
@@ -212,16 +226,41 @@ class BaseStorage:
 
     @contextmanager
     def temp_dir(self, job_id: str | None = None) -> Iterator[Path]:
-        """A fresh directory under ``spool_dir/work/`` (named after the job), removed with everything in it when
-        the block ends, however it ends."""
+        """A fresh directory under ``spool_dir/work/`` (named after the job and this process), removed with
+        everything in it when the block ends, however it ends; what a killed process leaves behind is removed by
+        :meth:`remove_stale_temp_dirs` (the workers' sweep)."""
         parent = self.spool_dir / "work"
         parent.mkdir(parents=True, exist_ok=True)
-        prefix = f"{safe_filename(str(job_id), 'job', 64)}-" if job_id else "tmp-"
+        prefix = f"{safe_filename(str(job_id), 'job', 64) if job_id else 'tmp'}-p{os.getpid()}-"
         d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         try:
             yield d
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+    def remove_stale_temp_dirs(self, min_age_s: float = 60.0) -> list[str]:
+        """Remove the temporary directories (:meth:`temp_dir`) of processes that no longer run (a worker killed
+        in the middle of a stage), older than ``min_age_s``; their names. The spool is one machine's: a process id
+        is looked up on this machine."""
+        parent = self.spool_dir / "work"
+        removed = []
+        try:
+            entries = list(parent.iterdir())
+        except OSError:
+            return removed
+        now = time.time()
+        for d in entries:
+            m = _TEMP_DIR.search(d.name)
+            if m is None or not d.is_dir():
+                continue
+            try:
+                if now - d.stat().st_mtime < min_age_s or _process_alive(int(m.group(1))):
+                    continue
+            except OSError:
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+        return removed
 
     @contextmanager
     def local_copy(self, key: str, job_id: str | None = None) -> Iterator[Path]:

@@ -163,16 +163,27 @@ def postgres_url():
 class Stack:
     """Database + storage + real Celery workers (queues ``pose``, ``classify`` and ``video``) + the web app."""
 
-    def __init__(self, name: str, base: Path, database_url: str, redis_url: str, env: dict | None = None,
-                 **overrides):
-        """``env``: more environment for the workers (e.g. a data dir of their own); ``overrides``: more settings
-        for the web app (e.g. ``storage_url``)."""
+    def __init__(self, name: str, base: Path, database_url: str, redis_url: str, env: dict | None = None, *,
+                 storage_url: str = "", s3_endpoint_url: str = "", **overrides):
+        """``storage_url``: empty for local files (``<base>/data/storage``, the web app's and the workers' alike),
+        or ``s3://bucket/prefix`` for a bucket on the S3-compatible server at ``s3_endpoint_url`` (credentials
+        :data:`S3_ENV`); then the workers get a data dir and spool of their own (``<base>/worker-data``), so that
+        the web app and the workers share nothing but the database, Redis and storage URLs.
+
+        ``env``: more environment for the workers; ``overrides``: more settings for the web app."""
         from har.config import load_settings
 
         self.name, self.base = name, base
+        self.storage_url, self.s3_endpoint_url = storage_url, s3_endpoint_url
+        web_dir = base / "data"
+        self.worker_dir = base / "worker-data" if storage_url else web_dir  # the workers' HAR_DATA_DIR
+        self.worker_dir.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ)
         self.env.update({
-            "HAR_DATA_DIR": str(base / "data"),
+            "HAR_DATA_DIR": str(self.worker_dir),
+            "HAR_STORAGE_DIR": str(self.worker_dir / "storage"),
+            "HAR_STORAGE_URL": storage_url,
+            "HAR_S3_ENDPOINT_URL": s3_endpoint_url,
             "HAR_DATABASE_URL": database_url,
             "HAR_REDIS_URL": redis_url,
             "HAR_POSE_IMGSZ": TEST_IMGSZ,
@@ -180,11 +191,15 @@ class Stack:
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
             "PYTHONUNBUFFERED": "1",
         })
+        if storage_url.startswith("s3://"):
+            self.env.update(S3_ENV)
         self.env.pop("HAR_TASK_ALWAYS_EAGER", None)
         self.env.update(env or {})
-        self.settings = load_settings(**{**dict(data_dir=str(base / "data"), database_url=database_url,
-                                                redis_url=redis_url, pose_imgsz=int(TEST_IMGSZ),
-                                                secret_key="test-secret", task_always_eager=False,
+        self.settings = load_settings(**{**dict(data_dir=str(web_dir), storage_dir=str(web_dir / "storage"),
+                                                storage_url=storage_url, s3_endpoint_url=s3_endpoint_url,
+                                                database_url=database_url, redis_url=redis_url,
+                                                pose_imgsz=int(TEST_IMGSZ), secret_key="test-secret",
+                                                task_always_eager=False,
                                                 # no upload rate limit: the suite uploads from one address
                                                 # (tests/test_rate_limit.py covers the limit)
                                                 upload_rate="0"), **overrides})
@@ -307,10 +322,12 @@ class Stack:
             raise AssertionError(f"{what} stuck at {state(last)}\n{self.log_text()}") from None
 
 
-def _make_stack(name, tmp_path_factory, database_url_fn, redis_url):
+def _make_stack(name, tmp_path_factory, database_url_fn, redis_url, **storage):
+    """A started :class:`Stack` in a new temporary directory; ``storage``: its ``storage_url`` and
+    ``s3_endpoint_url`` (default: local files)."""
     base = tmp_path_factory.mktemp(f"stack-{name}")
     url = database_url_fn(base)
-    return Stack(name, base, url, redis_url).start()
+    return Stack(name, base, url, redis_url, **storage).start()
 
 
 @pytest.fixture(scope="session")
@@ -374,16 +391,21 @@ def s3_server(tmp_path_factory):
             log.close()
 
 
-@pytest.fixture
-def s3_bucket(s3_server):
-    """A fresh, empty bucket on the S3 server; yields its name."""
+def new_bucket(endpoint: str) -> str:
+    """A new, empty bucket on the S3 server; its name."""
     import uuid
 
     from har.storage_s3 import client_for
 
     name = f"har-test-{uuid.uuid4().hex[:12]}"
-    client_for(s3_server).create_bucket(Bucket=name)
-    yield name
+    client_for(endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh, empty bucket on the S3 server; yields its name."""
+    yield new_bucket(s3_server)
 
 
 def bucket_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
@@ -392,6 +414,42 @@ def bucket_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
 
     pages = client_for(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents") or ())
+
+
+@pytest.fixture(scope="session")
+def s3_database_url(request, tmp_path_factory):
+    """A database of its own for the S3 stack: in the test PostgreSQL cluster when there is one, else an SQLite
+    file."""
+    try:
+        url = request.getfixturevalue("postgres_url")
+    except pytest.skip.Exception:
+        return f"sqlite:///{tmp_path_factory.mktemp('s3-db') / 'har.sqlite3'}"
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"har_s3_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    finally:
+        engine.dispose()
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+S3_PREFIX = "har"
+
+
+@pytest.fixture(scope="session")
+def s3_stack(tmp_path_factory, redis_server, s3_server, s3_database_url):
+    """The stack on S3 storage: a bucket of its own on the S3 server (``s3://<bucket>/har``), and workers whose
+    data dir and spool (``stack.worker_dir``) are not the web app's: they share nothing but the three URLs."""
+    storage_url = f"s3://{new_bucket(s3_server)}/{S3_PREFIX}"
+    stack = _make_stack("s3", tmp_path_factory, lambda b: s3_database_url, f"{redis_server}/11",
+                        storage_url=storage_url, s3_endpoint_url=s3_server)
+    yield stack
+    stack.stop()
 
 
 # ------------------------------------------------------------------------------------- media

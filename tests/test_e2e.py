@@ -1,8 +1,14 @@
 """End to end through the real stack: the web app (test client) → Redis → Celery workers (one per
-queue, separate processes) → the database (SQLite, and PostgreSQL) → the reports on disk."""
+queue, separate processes) → the database (SQLite, and PostgreSQL) → the stored files.
+
+The tests that involve the stored files run on both storage backends (the ``stack`` fixture): local files that
+the web app and the workers share (``sqlite_stack``), and an S3 bucket (``s3_stack``), whose workers have a data
+directory of their own and share nothing with the web app but the database, Redis and storage URLs. They read the
+stored files through the storage interface only."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -15,7 +21,6 @@ from sqlalchemy import select
 
 from har.db import Job, JobEvent, PoseData, Prediction, Report, Segment, Track
 from har.jobs import as_utc
-from har.storage import sha256_file
 from models.video import sample_frames
 from worker.annotate import DISPLAY_FPS
 
@@ -23,6 +28,24 @@ pytestmark = pytest.mark.timeout(600)
 
 STATES = ["queued", "extracting", "classifying", "reporting", "done"]
 TIMING_KEYS = {"queue_wait_s", "pose_s", "classify_s", "report_s", "total_s"}
+STACKS = {"local": "sqlite_stack", "s3": "s3_stack"}  # storage backend → the stack that uses it
+
+
+@pytest.fixture(scope="module", params=list(STACKS))
+def stack(request):
+    """The stack on each storage backend in turn."""
+    return request.getfixturevalue(STACKS[request.param])
+
+
+def frame_count(storage, key: str) -> int:
+    """How many frames OpenCV decodes from the stored video ``key``."""
+    with storage.local_copy(key) as path:
+        cap = cv2.VideoCapture(str(path))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+    return n
 
 
 def db_snapshot(stack, job_id) -> dict:
@@ -113,13 +136,18 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
     html = resp.get_data(as_text=True)
     assert html.lstrip().lower().startswith("<!doctype html") and job_id[:8] in html
 
-    # the files behind the Report rows exist and match their recorded hash
+    # the files behind the Report rows are stored, match their recorded size and hash, and are what the
+    # downloads serve
     storage = stack.storage()
     assert {"json", "csv", "html"} <= set(snap["reports"])
-    for path, _media_type, size, sha in snap["reports"].values():
-        p = storage.path(path)
-        assert p.stat().st_size == size and sha256_file(p) == sha
-    assert json.loads(storage.path(snap["reports"]["json"][0]).read_text()) == doc
+    stored = {}
+    for kind, (path, _media_type, size, sha) in snap["reports"].items():
+        assert path.startswith(f"jobs/{job_id}/"), (kind, path)
+        stored[kind] = storage.read_bytes(path)
+        assert len(stored[kind]) == size and hashlib.sha256(stored[kind]).hexdigest() == sha, kind
+    assert json.loads(stored["json"]) == doc
+    for kind in ("json", "csv", "html"):
+        assert client.get(f"/api/jobs/{job_id}/report.{kind}").data == stored[kind], kind
 
     # the annotated video: playable
     # (H.264 .mp4 when ffmpeg is on PATH, else the OpenCV VP8 .webm fallback; worker/annotate.py)
@@ -131,27 +159,24 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
     assert as_utc(job["finished_at"]) == done_at <= snap["report_times"]["json"] <= snap["report_times"]["video"]
     assert job["video_status"] == "ready" and job["video_error"] is None and "annotate_s" not in job["timings"]
     resp = client.get(f"/api/jobs/{job_id}/video")
-    assert resp.status_code == 200 and resp.mimetype == video_type
+    assert resp.status_code == 200 and resp.mimetype == video_type and resp.data == stored["video"]
     resp.close()
-    cap = cv2.VideoCapture(str(storage.path(snap["reports"]["video"][0])))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
     # every frame of the upload at the display rate (poses, sampled more sparsely, are held between samples)
     with stack.session() as s:
-        upload = storage.path(s.get(Job, job_id).video.path)
-    assert n == len(list(sample_frames(upload, DISPLAY_FPS))) >= snap["pose"]
+        upload = s.get(Job, job_id).video.path
+    with storage.local_copy(upload) as path:
+        expected = len(list(sample_frames(path, DISPLAY_FPS)))
+    assert frame_count(storage, snap["reports"]["video"][0]) == expected >= snap["pose"]
     return snap
 
 
 @pytest.fixture(scope="module")
-def people_job(sqlite_stack, people_video):
-    job_id = sqlite_stack.upload(people_video)
-    return job_id, check_done_job(sqlite_stack, job_id, expect_people=True)
+def people_job(stack, people_video):
+    job_id = stack.upload(people_video)
+    return job_id, check_done_job(stack, job_id, expect_people=True)
 
 
-def test_people_video_end_to_end_sqlite(people_job):
+def test_people_video_end_to_end(people_job):
     job_id, snap = people_job
     assert snap["predictions"]
 
@@ -162,61 +187,117 @@ def test_people_video_end_to_end_postgres(postgres_stack, people_video):
     assert snap["predictions"]
 
 
-def test_no_person_video_is_done_with_status_no_person(sqlite_stack, empty_video):
-    job_id = sqlite_stack.upload(empty_video)
-    snap = check_done_job(sqlite_stack, job_id, expect_people=False)
+def test_no_person_video_is_done_with_status_no_person(stack, empty_video):
+    job_id = stack.upload(empty_video)
+    snap = check_done_job(stack, job_id, expect_people=False)
     assert snap["tracks"] == {} and snap["segments"] == []
 
 
-def test_duplicate_tasks_for_a_done_job_change_nothing(sqlite_stack, people_job, empty_video):
+def test_duplicate_tasks_for_a_done_job_change_nothing(stack, people_job, empty_video):
     """Late or duplicate deliveries of every stage's task, sent through the real broker."""
     from worker.celery_app import CLASSIFY_TASK, POSE_TASK, REPORT_TASK, VIDEO_TASK, send_stage
 
     job_id, _ = people_job
-    before = db_snapshot(sqlite_stack, job_id)
+    before = db_snapshot(stack, job_id)
+    stored = {kind: stack.storage().read_bytes(path) for kind, (path, *_rest) in before["reports"].items()}
     for task in (POSE_TASK, CLASSIFY_TASK, REPORT_TASK, VIDEO_TASK):
-        send_stage(task, job_id, sqlite_stack.settings)
+        send_stage(task, job_id, stack.settings)
     # one worker process per queue takes messages in order: once a later job is done and its video
     # rendered, the duplicates ahead of it have been handled
-    probe = sqlite_stack.upload(empty_video)
-    assert sqlite_stack.wait_final(probe)["status"] == "done"
-    assert sqlite_stack.wait_video(probe)["annotated_video"]["status"] == "ready"
-    assert db_snapshot(sqlite_stack, job_id) == before
+    probe = stack.upload(empty_video)
+    assert stack.wait_final(probe)["status"] == "done"
+    assert stack.wait_video(probe)["annotated_video"]["status"] == "ready"
+    assert db_snapshot(stack, job_id) == before
+    assert {kind: stack.storage().read_bytes(path) for kind, (path, *_rest) in before["reports"].items()} == stored
 
 
-def test_a_failure_inside_a_task_ends_failed_with_a_reason(sqlite_stack, people_video):
+def test_a_rerun_reuses_the_stored_upload_and_deleting_it_keeps_the_first_jobs_files(stack, people_job):
+    """A re-run is a new job for the same stored upload: the workers read it again (on S3, from the bucket) and
+    store reports of their own. Deleting the re-run removes its own files only: the upload, which the first job
+    still uses, and the first job's reports stay."""
+    job_id, first = people_job
+    client = stack.client()
+    storage = stack.storage()
+    r = client.post(f"/api/jobs/{job_id}/rerun")
+    assert r.status_code == 202, r.get_data(as_text=True)
+    rerun_id = r.get_json()["id"]
+    assert rerun_id != job_id
+    snap = check_done_job(stack, rerun_id, expect_people=True)
+    with stack.session() as s:
+        upload = s.get(Job, job_id).video.path
+        assert s.get(Job, rerun_id).video.path == upload
+    assert snap["job"]["result"]["video"] == first["job"]["result"]["video"]  # the same video, read again
+    mine = [path for path, *_rest in snap["reports"].values()]
+    theirs = [path for path, *_rest in first["reports"].values()]
+    assert not set(mine) & set(theirs)
+
+    r = client.delete(f"/api/jobs/{rerun_id}")
+    assert r.status_code == 204, r.get_data(as_text=True)
+    assert client.get(f"/api/jobs/{rerun_id}").status_code == 404
+    assert not any(storage.exists(path) for path in mine)
+    assert storage.delete_prefix(storage.job_prefix(rerun_id)) == 0  # nothing else was left under the job's folder
+    assert storage.exists(upload) and all(storage.exists(path) for path in theirs)
+    for kind in ("json", "csv", "html"):
+        assert client.get(f"/api/jobs/{job_id}/report.{kind}").status_code == 200, kind
+    assert client.get(f"/api/jobs/{job_id}/video").status_code == 200
+
+
+def test_deleting_the_last_job_of_an_upload_removes_every_stored_file(stack, empty_video):
+    client = stack.client()
+    storage = stack.storage()
+    job_id = stack.upload(empty_video, client=client)
+    assert stack.wait_final(job_id, client=client)["status"] == "done", stack.log_text()
+    assert stack.wait_video(job_id, client=client)["annotated_video"]["status"] == "ready", stack.log_text()
+    with stack.session() as s:
+        upload = s.get(Job, job_id).video.path
+    keys = [upload] + [path for path, *_rest in db_snapshot(stack, job_id)["reports"].values()]
+    assert len(keys) == 5 and all(storage.exists(k) for k in keys)
+
+    r = client.delete(f"/api/jobs/{job_id}")
+    assert r.status_code == 204, r.get_data(as_text=True)
+    assert not any(storage.exists(k) for k in keys)
+    assert storage.delete_prefix(storage.job_prefix(job_id)) == 0
+    assert client.get(f"/api/jobs/{job_id}").status_code == 404
+    assert client.get(f"/api/jobs/{job_id}/report.json").status_code == 404
+    with stack.session() as s:
+        assert s.get(Job, job_id) is None
+
+
+def test_a_failure_inside_a_task_ends_failed_with_a_reason(stack, people_video):
     """The stored video disappears between the upload and the pose task."""
     from worker.celery_app import enqueue_job
 
     held: list[str] = []
-    app = sqlite_stack.app
+    app = stack.app
     app.config["HAR_ENQUEUE"] = held.append
     try:
-        job_id = sqlite_stack.upload(people_video, client=app.test_client())
+        job_id = stack.upload(people_video, client=app.test_client())
     finally:
         app.config["HAR_ENQUEUE"] = None
     assert held == [job_id]
-    with sqlite_stack.session() as s:
+    with stack.session() as s:
         rel = s.get(Job, job_id).video.path
-    assert sqlite_stack.storage().delete(rel)
-    enqueue_job(job_id, sqlite_stack.settings)
-    detail = sqlite_stack.wait_final(job_id)
+    assert stack.storage().delete(rel)
+    assert not stack.storage().exists(rel)
+    enqueue_job(job_id, stack.settings)
+    detail = stack.wait_final(job_id)
     assert detail["status"] == "failed"
-    snap = db_snapshot(sqlite_stack, job_id)
+    snap = db_snapshot(stack, job_id)
     assert "missing" in snap["job"]["error"]
     assert [e[0] for e in snap["events"]] == ["queued", "extracting", "failed"]
     assert snap["events"][-1][2] == snap["job"]["error"]
-    resp = sqlite_stack.client().get(f"/api/jobs/{job_id}/report.json")
+    resp = stack.client().get(f"/api/jobs/{job_id}/report.json")
     assert resp.status_code == 409
 
 
-def test_a_killed_worker_process_is_replaced_and_the_job_finishes(sqlite_stack, people_video):
+def test_a_killed_worker_process_is_replaced_and_the_job_finishes(stack, people_video):
     """acks late + reject on worker lost: kill the pool process in the middle of the pose stage;
-    the message is delivered again, the stage runs again (attempt 2) and the job completes."""
-    job_id = sqlite_stack.upload(people_video, imgsz=960)  # slower, so there is time to kill it
+    the message is delivered again, the stage runs again (attempt 2: on S3, from a fresh copy of the upload)
+    and the job completes."""
+    job_id = stack.upload(people_video, imgsz=960)  # slower, so there is time to kill it
 
     def running():
-        with sqlite_stack.session() as s:
+        with stack.session() as s:
             job = s.get(Job, job_id)
             return job.worker if job.status == "extracting" and job.worker else None
 
@@ -224,9 +305,9 @@ def test_a_killed_worker_process_is_replaced_and_the_job_finishes(sqlite_stack, 
 
     holder = wait_for(running, 120, "the pose stage to start", interval=0.05)
     pid = int(holder.rsplit(":", 1)[1])
-    assert pid in sqlite_stack.worker_child_pids("pose")
+    assert pid in stack.worker_child_pids("pose")
     os.kill(pid, signal.SIGKILL)
-    snap = check_done_job(sqlite_stack, job_id, expect_people=True)
-    log = sqlite_stack.logs["pose"].read_text(errors="replace")
+    snap = check_done_job(stack, job_id, expect_people=True)
+    log = stack.logs["pose"].read_text(errors="replace")
     assert f"job {job_id}: attempt 2" in log
     assert [e[0] for e in snap["events"]] == STATES

@@ -1,28 +1,39 @@
 """The annotated video never delays "done", through the real stack: a stack whose ``video`` queue has no worker
 yet finishes its jobs, with their reports downloadable and the video shown as rendering; once a video worker
-starts, the videos are rendered (or fail with a reason while the job stays done)."""
+starts, the videos are rendered (or fail with a reason while the job stays done). On local files and on S3 storage
+(the video worker then reads the upload from the bucket and stores the video there)."""
 from __future__ import annotations
 
 import re
 
-import cv2
 import pytest
 from sqlalchemy import delete, select
 
 from har.db import PoseData, Report
 from har.jobs import as_utc
 from models.video import sample_frames
-from tests.conftest import Stack
-from tests.test_e2e import STATES, db_snapshot
+from tests.conftest import S3_PREFIX, Stack, new_bucket
+from tests.test_e2e import STATES, db_snapshot, frame_count
 from worker.annotate import DISPLAY_FPS
 
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture(scope="module")
-def stack_without_video_worker(tmp_path_factory, redis_server):
-    base = tmp_path_factory.mktemp("stack-video-later")
-    stack = Stack("video-later", base, f"sqlite:///{base / 'har.sqlite3'}", f"{redis_server}/2")
+REDIS_DB = {"local": 2, "s3": 12}
+
+
+@pytest.fixture(scope="module", params=list(REDIS_DB))
+def stack_without_video_worker(request, tmp_path_factory, redis_server):
+    """A stack (on local files, or on S3 storage with workers of their own data dir) with no video worker yet."""
+    storage = {}
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_server")
+        storage = dict(storage_url=f"s3://{new_bucket(endpoint)}/{S3_PREFIX}", s3_endpoint_url=endpoint)
+    name = f"video-later-{request.param}"
+    base = tmp_path_factory.mktemp(f"stack-{name}")
+    stack = Stack(name, base, f"sqlite:///{base / 'har.sqlite3'}", f"{redis_server}/{REDIS_DB[request.param]}",
+                  **storage)
+    assert stack.storage().kind == ("s3" if storage else "local")
     queues = stack.queues
     assert stack.settings.video_queue == "video" and stack.settings.video_queue in queues
     stack.start(queues=tuple(q for q in queues if q != stack.settings.video_queue))
@@ -78,11 +89,7 @@ def test_reports_are_done_before_the_video_is_rendered(stack_without_video_worke
     assert max(times[k] for k in ("json", "csv", "html")) <= times["video"]
     with stack.session() as s:
         video_path = s.scalar(select(Report.path).where(Report.job_id == job_id, Report.kind == "video"))
-    cap = cv2.VideoCapture(str(stack.storage().path(video_path)))
-    frames = 0
-    while cap.read()[0]:
-        frames += 1
-    cap.release()
+    frames = frame_count(stack.storage(), video_path)
     # the video's own frames at the display rate, whatever the pose sampling rate (poses are held between samples)
     assert after["pose"] < frames == len(list(sample_frames(people_video, DISPLAY_FPS)))
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
@@ -98,6 +105,8 @@ def test_reports_are_done_before_the_video_is_rendered(stack_without_video_worke
     assert as_utc(db_snapshot(stack, broken_id)["job"]["finished_at"]) is not None
 
 
+# about the sweep and the database, not the storage: on local files only
+@pytest.mark.parametrize("stack_without_video_worker", ["local"], indirect=True)
 def test_the_sweep_sends_a_dead_render_again(stack_without_video_worker, people_video):
     """The worker rendering a video died and its message is gone: the sweep enqueues the render again and a
     video worker renders it (attempt 2)."""

@@ -18,7 +18,7 @@ from tests.test_web_api import clip, enqueued, make_app, make_settings, row_coun
 from tests.test_web_ui import visible_text
 from web.ratelimit import Rate, parse_rate
 
-REDIS_DB = 6  # the stacks of the other tests use 0, 1, 2, 5, 7, 9
+REDIS_DB = 6  # the stacks of the other tests use 0, 1, 2, 5, 7, 9, 11, 12
 
 
 @pytest.fixture

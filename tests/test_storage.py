@@ -416,3 +416,34 @@ def test_readiness_checks_the_bucket_with_s3_storage(backend):
     gone = replace(backend.settings, storage_url="s3://no-such-bucket-here/x")
     body = readiness(gone, engine)
     assert "bucket" in body["failed"] and body["checks"]["bucket"]["ok"] is False
+
+
+def test_temporary_folders_of_stopped_processes_are_removed(backend):
+    """A worker killed in the middle of a stage leaves its temporary copy: the sweep removes the folders of
+    processes that no longer run (and old enough), never those of a running process."""
+    import subprocess
+    import sys
+    import time
+
+    from worker.sweep import sweep_once
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    work = backend.storage.spool_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    stale = work / f"job-1-p{dead.pid}-abc123"
+    fresh = work / f"job-2-p{dead.pid}-def456"  # just made: left alone for now
+    alive = work / f"job-3-p{os.getpid()}-ghi789"
+    other = work / "not-one-of-ours"
+    for d in (stale, fresh, alive, other):
+        d.mkdir()
+        (d / "clip.mp4").write_bytes(b"\0" * 16)
+    old = time.time() - 3600
+    for d in (stale, alive, other):
+        os.utime(d, (old, old))
+    with backend.storage.temp_dir("job-4") as mine:  # this process's own, in use
+        os.utime(mine, (old, old))
+        sweep_once(backend.settings, locked=False)
+        assert mine.is_dir()
+    assert not stale.exists()
+    assert fresh.is_dir() and alive.is_dir() and other.is_dir()

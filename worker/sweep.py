@@ -133,7 +133,20 @@ def sweep_once(settings: Settings, locked: bool = True) -> list[tuple[str, str]]
             log.exception("sweep failed")
     # HAR_RETENTION_DAYS: expired jobs removed in bounded batches, one worker per period (its own lock); never raises
     retention.run_scheduled(settings)
+    _remove_stale_temp_dirs(settings)
     return actions
+
+
+def _remove_stale_temp_dirs(settings: Settings) -> None:
+    """Temporary copies a killed worker left in this machine's spool (S3 storage: the inputs it had fetched)."""
+    try:
+        from har.storage import open_storage
+
+        removed = open_storage(settings).remove_stale_temp_dirs()
+        if removed:
+            log.warning("sweep: removed %d temporary folder(s) of stopped processes: %s", len(removed), removed)
+    except Exception:
+        log.exception("sweep: could not clean the spool")
 
 
 class SweepThread(threading.Thread):
