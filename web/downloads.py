@@ -9,8 +9,9 @@ range: a ``<video>`` seeking in a large file fetches only what it plays.
 """
 from __future__ import annotations
 
-from flask import request, send_file
+from flask import current_app, request, send_file
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.utils import send_file as werkzeug_send_file
 
 from har.storage import StorageError
 
@@ -31,8 +32,13 @@ def send_stored(storage, key: str, *, mimetype: str, download_name: str, as_atta
     if info is None:
         return None
     reader = storage.open_read(key)  # fetches nothing until the body is sent
-    rv = send_file(reader, mimetype=mimetype, as_attachment=as_attachment, download_name=download_name,
-                   conditional=False, etag=info.etag or False, last_modified=info.last_modified, max_age=max_age)
+    # werkzeug's own file wrapper, not the server's (gunicorn's cannot seek: a range would be read, and fetched,
+    # from the object's first byte and the bytes before it thrown away)
+    environ = {k: v for k, v in request.environ.items() if k != "wsgi.file_wrapper"}
+    rv = werkzeug_send_file(reader, environ, mimetype=mimetype, as_attachment=as_attachment,
+                            download_name=download_name, conditional=False, etag=info.etag or False,
+                            last_modified=info.last_modified, max_age=max_age,
+                            response_class=current_app.response_class, _root_path=current_app.root_path)
     rv.content_length = info.size
     try:
         rv = rv.make_conditional(request.environ, accept_ranges=True, complete_length=info.size)
