@@ -174,3 +174,27 @@ def test_a_bad_rate_stops_the_app(tmp_path, raw):
     with pytest.raises(ValueError, match="HAR_UPLOAD_RATE"):
         make_app(make_settings(tmp_path, upload_rate=raw))
     dispose_engines()
+
+
+def test_a_request_sent_by_another_site_is_refused_before_it_counts(limited, clip, enqueued):
+    """Another site's page posting with the browser's cookie (form or fetch): 403 before the rate limit counts it, so
+    it can neither submit for the browser nor use up its quota; the service's own pages and API tokens still work."""
+    app, settings = limited("1/hour")
+    client = app.test_client()
+    video = clip.read_bytes()
+    cross = {"Sec-Fetch-Site": "cross-site", "Origin": "https://elsewhere.example"}
+    for url in ("/api/jobs", "/"):
+        r = client.post(url, data={"video": (io.BytesIO(video), "clip.mp4")}, content_type="multipart/form-data",
+                        headers=cross)
+        assert r.status_code == 403, (url, r.status_code)
+    assert r.mimetype == "text/html" and "another web site" in visible_text(r.data)
+    assert client.post("/api/jobs", data={"video": (io.BytesIO(video), "clip.mp4")},
+                       content_type="multipart/form-data",
+                       headers={"Sec-Fetch-Site": "same-site"}).json["error"] == "cross_site_request"
+    assert row_counts(settings)[1] == 0 and not enqueued
+    r = client.post("/api/jobs", data={"video": (io.BytesIO(video), "clip.mp4")}, content_type="multipart/form-data",
+                    headers={"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 202  # the quota of one was not used up by the refused requests
+    token = new_token(settings, "ci")
+    r = upload_with(app.test_client(identity=None), clip, token)  # a token is not a cookie: fine from anywhere
+    assert r.status_code == 202

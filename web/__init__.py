@@ -5,6 +5,8 @@ from the Alembic migrations (``har.database.upgrade_database``), never from this
 """
 from __future__ import annotations
 
+import re
+
 from flask import Flask, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -76,6 +78,8 @@ def create_app(settings: Settings | None = None, **config) -> Flask:
     return app
 
 
+_JOB_ID_IN_URL = re.compile(r"[0-9A-Za-z-]{1,64}")
+
 def _log_job_ids(app: Flask) -> None:
     """Log lines of a request whose URL names a job carry " job=<id>" (har.logcontext)."""
     import logging
@@ -91,9 +95,9 @@ def _log_job_ids(app: Flask) -> None:
 
     @app.before_request
     def _bind_job():
-        job_id = (request.view_args or {}).get("job_id")
-        if job_id:
-            g.log_job_token = logcontext.bind(str(job_id)[:64])
+        job_id = str((request.view_args or {}).get("job_id") or "")
+        if _JOB_ID_IN_URL.fullmatch(job_id):  # not whatever a URL holds (a newline would forge log lines)
+            g.log_job_token = logcontext.bind(job_id)
 
     @app.teardown_request
     def _unbind_job(exc):

@@ -191,9 +191,9 @@ def _resolve() -> Principal:
     from . import get_session
 
     header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, value = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() == "bearer":  # other schemes are not ours (e.g. a reverse proxy's Basic login): no token
+        if not value.strip():
             raise _refuse_token("Send the API token as the header 'Authorization: Bearer <token>'.")
         row = find_token(get_session(), value.strip())
         if row is None:
@@ -260,7 +260,7 @@ def error_response(exc: UploadError):
         resp = json_error(exc.status, exc.error, exc.message)
     else:
         titles = {401: "API token needed" if exc.error == "token_required" else "Invalid API token",
-                  403: "Not your job", 429: "Too many uploads"}
+                  403: "Refused" if exc.error == "cross_site_request" else "Not your job", 429: "Too many uploads"}
         resp = current_app.make_response((render_template("error.html", title=titles.get(exc.status, "Refused"),
                                                           message=exc.message, status=exc.status), exc.status))
     for name, value in getattr(exc, "headers", {}).items():
@@ -269,6 +269,26 @@ def error_response(exc: UploadError):
 
 
 # ------------------------------------------------------------------------------------------ hooks
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+CROSS_SITE_MESSAGE = ("This request was sent by another web site. Submit, re-run or delete jobs from this service's "
+                      "own pages, or with an API token.")
+
+
+def _refuse_cross_site():
+    """A browser's cookie works for whatever page sends the request; a change (upload, re-run, delete, token) sent by
+    another site (``Sec-Fetch-Site``: cross-site or same-site) is refused before anything else looks at it, so it
+    neither acts for the browser's owner nor counts against the browser's upload quota. Requests with an API token
+    (which a page cannot send for someone) and clients that do not send the header (curl, the CLI) are not
+    concerned."""
+    if request.method not in UNSAFE_METHODS or request.blueprint not in GUARDED_BLUEPRINTS:
+        return None
+    if request.headers.get("Sec-Fetch-Site", "").strip().lower() not in ("cross-site", "same-site"):
+        return None
+    if (request.headers.get("Authorization") or "").strip().lower().startswith("bearer "):
+        return None
+    return error_response(AccessError(403, "cross_site_request", CROSS_SITE_MESSAGE))
+
+
 def _identify():
     if request.blueprint not in GUARDED_BLUEPRINTS:
         return None
@@ -314,6 +334,7 @@ def init_app(app: Flask) -> None:
         app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     # first of the before-request hooks: a bad token is refused before anything reads the request's body
     app.before_request_funcs.setdefault(None, []).insert(0, _identify)
+    app.before_request_funcs[None].insert(0, _refuse_cross_site)
     app.after_request(_set_identity_cookie)
     app.context_processor(_template_context)
     app.register_blueprint(bp)
