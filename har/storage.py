@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import unquote, urlparse
 
+from har.processes import host_name, pid_alive
 from models.hashing import sha256_file  # noqa: F401 (re-exported)
 
 CHUNK = 1 << 20  # 1 MiB
@@ -92,17 +93,11 @@ def file_extension(name: str | None) -> str:
 
 
 
-_TEMP_DIR = re.compile(r"-p(\d+)-[a-z0-9_]+$")  # <job id>-p<pid>-<random>: see BaseStorage.temp_dir
+_TEMP_DIR = re.compile(r"@([^@/]+)@p(\d+)-[a-z0-9_]+$")  # <job id>-@<host>@p<pid>-<random>: BaseStorage.temp_dir
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's
-        return True
-    return True
+def _temp_dir_host() -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", host_name()) or "host"
 
 
 def check_key(key: str | os.PathLike) -> str:
@@ -231,7 +226,7 @@ class BaseStorage:
         :meth:`remove_stale_temp_dirs` (the workers' sweep)."""
         parent = self.spool_dir / "work"
         parent.mkdir(parents=True, exist_ok=True)
-        prefix = f"{safe_filename(str(job_id), 'job', 64) if job_id else 'tmp'}-p{os.getpid()}-"
+        prefix = f"{safe_filename(str(job_id), 'job', 64) if job_id else 'tmp'}-@{_temp_dir_host()}@p{os.getpid()}-"
         d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         try:
             yield d
@@ -239,22 +234,22 @@ class BaseStorage:
             shutil.rmtree(d, ignore_errors=True)
 
     def remove_stale_temp_dirs(self, min_age_s: float = 60.0) -> list[str]:
-        """Remove the temporary directories (:meth:`temp_dir`) of processes that no longer run (a worker killed
-        in the middle of a stage), older than ``min_age_s``; their names. The spool is one machine's: a process id
-        is looked up on this machine."""
+        """Remove the temporary directories (:meth:`temp_dir`) of this machine's processes that no longer run (a
+        worker killed in the middle of a stage), older than ``min_age_s``; their names. Folders of other machines
+        (a spool shared by several) are left to those machines."""
         parent = self.spool_dir / "work"
         removed = []
         try:
             entries = list(parent.iterdir())
         except OSError:
             return removed
-        now = time.time()
+        now, host = time.time(), _temp_dir_host()
         for d in entries:
             m = _TEMP_DIR.search(d.name)
-            if m is None or not d.is_dir():
+            if m is None or m.group(1) != host or not d.is_dir():
                 continue
             try:
-                if now - d.stat().st_mtime < min_age_s or _process_alive(int(m.group(1))):
+                if now - d.stat().st_mtime < min_age_s or pid_alive(int(m.group(2))):
                     continue
             except OSError:
                 continue

@@ -67,10 +67,23 @@ def is_missing(exc: BaseException) -> bool:
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
-    """botocore's connection errors: the storage service is unreachable right now (worth retrying)."""
-    from botocore.exceptions import ConnectionError, HTTPClientError
+    """The storage service unreachable right now (worth retrying): botocore's connection errors and timeouts, and
+    what boto3's transfers raise once their own retries of those ran out."""
+    from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+    from botocore.exceptions import ConnectionError, HTTPClientError, ReadTimeoutError
 
-    return (ConnectionError, HTTPClientError)
+    return (ConnectionError, HTTPClientError, ReadTimeoutError, RetriesExceededError, S3UploadFailedError)
+
+
+_BUSY = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "503", "500"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` says the storage service is unreachable or overloaded right now (see transient_errors),
+    including an answer 5xx / SlowDown / RequestTimeout."""
+    if isinstance(exc, transient_errors()):
+        return True
+    return _code(exc) in _BUSY
 
 
 class S3Storage(BaseStorage):

@@ -455,19 +455,43 @@ def test_temporary_folders_of_stopped_processes_are_removed(backend):
     dead.wait()
     work = backend.storage.spool_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
-    stale = work / f"job-1-p{dead.pid}-abc123"
-    fresh = work / f"job-2-p{dead.pid}-def456"  # just made: left alone for now
-    alive = work / f"job-3-p{os.getpid()}-ghi789"
+    from har.storage import _temp_dir_host
+
+    host = _temp_dir_host()
+    stale = work / f"job-1-@{host}@p{dead.pid}-abc123"
+    fresh = work / f"job-2-@{host}@p{dead.pid}-def456"  # just made: left alone for now
+    alive = work / f"job-3-@{host}@p{os.getpid()}-ghi789"
+    elsewhere = work / f"job-5-@another-machine@p{dead.pid}-jkl012"  # a spool shared with another machine
     other = work / "not-one-of-ours"
-    for d in (stale, fresh, alive, other):
+    for d in (stale, fresh, alive, elsewhere, other):
         d.mkdir()
         (d / "clip.mp4").write_bytes(b"\0" * 16)
     old = time.time() - 3600
-    for d in (stale, alive, other):
+    for d in (stale, alive, elsewhere, other):
         os.utime(d, (old, old))
     with backend.storage.temp_dir("job-4") as mine:  # this process's own, in use
         os.utime(mine, (old, old))
         sweep_once(backend.settings, locked=False)
         assert mine.is_dir()
     assert not stale.exists()
-    assert fresh.is_dir() and alive.is_dir() and other.is_dir()
+    assert fresh.is_dir() and alive.is_dir() and elsewhere.is_dir() and other.is_dir()
+
+
+def test_s3_timeouts_and_overload_count_as_transient():
+    """A stage that meets these is retried (worker.runtime.transient), not failed: the bucket's connection errors and
+    timeouts, boto3's transfer errors once its retries ran out, and answers 5xx / SlowDown."""
+    pytest.importorskip("boto3")
+    from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+    from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+
+    from worker.runtime import transient
+
+    def answer(code):
+        return ClientError({"Error": {"Code": code, "Message": code}}, "GetObject")
+
+    for exc in (ConnectTimeoutError(endpoint_url="http://s3"), ReadTimeoutError(endpoint_url="http://s3"),
+                RetriesExceededError(Exception("boom")), S3UploadFailedError("boom"), answer("SlowDown"),
+                answer("503"), answer("InternalError")):
+        assert transient(exc), exc
+    for exc in (answer("AccessDenied"), answer("NoSuchBucket"), ValueError("no")):
+        assert not transient(exc), exc

@@ -166,7 +166,11 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session, own
             if is_disk_full(exc):
                 log.warning("upload refused: the storage volume is full (%s)", exc)
                 raise _low_disk() from None
-            raise
+            if storage.kind == "local":
+                raise
+            # botocore's timeouts are OSErrors too: the object storage cannot be reached
+            log.exception("could not store the upload %r", filename)
+            raise UploadError(503, "storage_unavailable", STORAGE_UNAVAILABLE_MESSAGE) from exc
         except Exception as exc:  # the object storage refused it or cannot be reached
             log.exception("could not store the upload %r", filename)
             raise UploadError(503, "storage_unavailable", STORAGE_UNAVAILABLE_MESSAGE) from exc

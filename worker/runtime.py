@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from har.config import Settings
 from har.database import session_scope
 from har.db import CLASSIFYING, EXTRACTING, QUEUED, RENDERING, REPORTING, TERMINAL_STATES, Job, utcnow
 from har.jobs import as_utc, fail_job, lock_job, set_status, stage_index, unfinished_sql, worker_state
+from har.processes import host_name, pid_alive
 from har.storage import BaseStorage, open_storage
 from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, VIDEO_TASK
 
@@ -80,17 +80,7 @@ def discard_job_files(settings: Settings, job_id: str) -> None:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return f"{host_name()}:{os.getpid()}"
 
 
 def holder_alive(holder: str | None, heartbeat_at, stale_after_s: float, now=None,
@@ -108,10 +98,10 @@ def holder_alive(holder: str | None, heartbeat_at, stale_after_s: float, now=Non
     if hb is None or now - hb > timedelta(seconds=stale_after_s):
         return False
     host, _, pid = holder.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
+    if host == host_name() and pid.isdigit():
         if int(pid) == os.getpid():
             return not from_task
-        return _pid_alive(int(pid))
+        return pid_alive(int(pid))
     return True  # another machine with a fresh heartbeat
 
 
@@ -382,10 +372,10 @@ def transient(exc: BaseException) -> bool:
             return True
     except ImportError:  # pragma: no cover
         pass
-    try:  # the object storage unreachable (S3 storage only)
-        from har.storage_s3 import transient_errors
+    try:  # the object storage unreachable or overloaded (S3 storage only)
+        from har.storage_s3 import is_transient
 
-        if isinstance(exc, transient_errors()):
+        if is_transient(exc):
             return True
     except ImportError:  # pragma: no cover - boto3 not installed: local storage only
         pass
