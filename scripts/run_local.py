@@ -8,7 +8,7 @@ Everything it starts is its own child process, supervised: a part that stops (Re
 server) is started again after a pause (``HAR_RESTART_DELAY_S``, doubling up to ``HAR_RESTART_DELAY_MAX_S``;
 back to the first once it ran ``HAR_RESTART_STABLE_S``) while the others keep running; a part that stops
 ``HAR_RESTART_GIVE_UP`` times in a row, each time before it ran ``HAR_RESTART_STABLE_S``, stops the whole
-service (exit status 1). Ctrl-C (or SIGTERM) stops everything, a second one at once. The Redis it starts
+service (exit status 1). Ctrl-C (or SIGTERM, or SIGHUP) stops everything, a second one at once. The Redis it starts
 keeps its data (append-only file, fsync every second) under var/redis/ and is restarted on the same port, so
 the queued tasks survive a crash; the Celery workers reconnect to it by themselves. Logs are printed with a
 prefix; every start of a part is logged with its pid ("[run] pose worker started (pid 1234)").
@@ -16,6 +16,7 @@ prefix; every start of a part is logged with its pid ("[run] pose worker started
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -194,6 +195,7 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # the terminal closed: its children run in sessions of their own
 
     print(f"[run] database: migrating {settings.resolved_database_url}", flush=True)
     upgrade_database(settings.resolved_database_url)
@@ -251,6 +253,16 @@ def main(argv=None) -> int:
         if stopping.is_set():
             return 0
         services.append(Service("web", "web server", web, env, 15).start())
+
+        if os.environ.get("HAR_FLOWER", "").strip().lower() in ("1", "true", "yes"):
+            # Celery's monitoring UI, on this machine only (it has no login of its own)
+            if importlib.util.find_spec("flower") is None:
+                print("[run] HAR_FLOWER is set but the flower package is not installed: no Flower", flush=True)
+            else:
+                port = os.environ.get("HAR_FLOWER_PORT", "5555")
+                services.append(Service("flower", "Flower", [py, "-m", "celery", "-A", "worker.celery_app", "flower",
+                                                            "--address=127.0.0.1", f"--port={port}"], env, 15).start())
+                print(f"[run] Flower: http://127.0.0.1:{port}", flush=True)
 
         url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
         ready = False
