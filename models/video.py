@@ -6,7 +6,8 @@
 * :func:`sample_frames` yields frames chosen by their presentation timestamps, so variable frame
   rate phone videos are resampled correctly; it never repeats a frame (no upsampling). Rotation
   metadata is applied (frames come out as displayed). Frames that are not sampled are not converted, and
-  in MP4/MOV/Matroska/MPEG-TS files they are not even decoded unless a sampled frame is predicted from them.
+  in MP4/MOV/Matroska/MPEG-TS files the non-reference ones (no other frame is predicted from them) are not
+  even decoded.
 """
 from __future__ import annotations
 
@@ -202,7 +203,7 @@ class FrameSelector:
         return True
 
 
-def sample_frames(path: str | os.PathLike, target_fps: float | None = None
+def sample_frames(path: str | os.PathLike, target_fps: float | None = None, threads: int = 1
                   ) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield ``(sample_index, t_seconds, bgr_image)`` at about ``target_fps`` (see :class:`FrameSelector`).
 
@@ -210,16 +211,18 @@ def sample_frames(path: str | os.PathLike, target_fps: float | None = None
     the first frame. Frames come out as displayed (rotation applied). Raises :class:`VideoError` if the file
     cannot be opened as a video.
 
-    Decoding goes through PyAV (:func:`_sample_av`), which decodes only what the sampled frames need: frames
-    are chosen from the packets' timestamps before decoding, and the decoder skips the non-reference frames
-    (no other frame is predicted from them) that are not sampled. Files PyAV cannot open are read with OpenCV
-    (:func:`_sample_cv2`), which decodes every frame.
+    Decoding goes through PyAV (:func:`_sample_av`) for containers with real timestamps: frames are chosen
+    from the packets' timestamps before decoding, and the decoder skips the unsampled frames that no other frame
+    is predicted from (non-reference frames: B-frames, mostly; reference frames are always decoded). Other
+    files are read with OpenCV (:func:`_sample_cv2`), which decodes every frame. ``threads``: FFmpeg's decoding
+    threads with PyAV (1: decode on the calling thread only, as the pose stage does beside its network; 0: as
+    many as FFmpeg chooses).
     """
     plan = _plan_av(path, target_fps)
     if plan is None:
         yield from _sample_cv2(path, target_fps)
     else:
-        yield from _sample_av(path, *plan)
+        yield from _sample_av(path, *plan, threads=threads)
 
 
 # Containers whose packets carry real presentation timestamps (in AVI, FFmpeg only guesses them from the
@@ -268,7 +271,7 @@ def _plan_av(path: str | os.PathLike, target_fps: float | None) -> tuple[int, di
     return index, keep
 
 
-def _sample_av(path: str | os.PathLike, stream_index: int, keep: dict[int, float]
+def _sample_av(path: str | os.PathLike, stream_index: int, keep: dict[int, float], threads: int = 1
                ) -> Iterator[tuple[int, float, np.ndarray]]:
     """:func:`sample_frames` through PyAV, for the frames :func:`_plan_av` chose: the decoder skips the
     non-reference frames (no other frame is predicted from them) that are not sampled."""
@@ -276,7 +279,11 @@ def _sample_av(path: str | os.PathLike, stream_index: int, keep: dict[int, float
 
     with av.open(str(path)) as container:
         stream = container.streams[stream_index]
-        stream.thread_type = "NONE"  # one thread: the pose stage decodes beside the network (see prefetch)
+        if threads == 1:
+            stream.thread_type = "NONE"
+        else:
+            stream.thread_type = "AUTO"
+            stream.thread_count = max(0, int(threads))
         ctx = stream.codec_context
         out_index = 0
         for packet in container.demux(stream):

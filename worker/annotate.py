@@ -295,7 +295,8 @@ def _annotated_frames(video_path, extraction: PoseExtraction, result: dict | Non
     out_w, out_h = out_size
     times = np.asarray(extraction.frame_times, np.float64)
     hold = 1.0 / float(extraction.sampled_fps) if extraction.sampled_fps else 0.0
-    source = ((t, frame) for _idx, t, frame in sample_frames(video_path, _decode_fps(extraction, fps)))
+    # nothing else runs beside the render: FFmpeg may decode on several threads
+    source = ((t, frame) for _idx, t, frame in sample_frames(video_path, _decode_fps(extraction, fps), threads=0))
     shown_t, picture = None, None
     for t, t_frame, frame, left in on_grid(source, fps, meta.get("source_fps")):
         if t_frame != shown_t:  # a new source picture: scaled once, however often it is shown
