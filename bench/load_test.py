@@ -6,7 +6,7 @@ directory; loopback only). Then ``--jobs`` clients upload at once through the RE
 the queue being down, is retried after a pause, as a client should, and counted). While the jobs run, Redis is
 killed with SIGKILL (``--kill-redis-after``: once that many jobs are done); the runner restarts it. At the end
 it prints the upload latencies (percentiles), jobs per minute, and checks in the database that every accepted
-job is ``done`` with exactly one "done" event, one set of reports and no stray jobs::
+job is ``done`` with exactly one "done" event, its four reports (JSON, CSV, HTML, video) and no stray jobs::
 
     python bench/load_test.py [--jobs 50] [--clip-seconds 2] [--kill-redis-after 10] [--markdown out.md]
 
@@ -35,9 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_scale import get, video_state  # noqa: E402
 from scripts.run_local import free_port  # noqa: E402
 from tests.media import make_people_video  # noqa: E402
 
+REPORTS_PER_JOB = 4  # JSON, CSV, HTML and the annotated video
 STARTED = re.compile(r"\[run\] redis-server (?:started|restarted) \(pid (\d+)\)")
 
 
@@ -64,11 +66,6 @@ def post_video(base: str, path: Path, timeout: float = 120.0) -> tuple[int, dict
             return e.code, json.loads(e.read())
         except ValueError:
             return e.code, {}
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.loads(r.read())
 
 
 class Runner:
@@ -148,16 +145,18 @@ def run(jobs: int, clip_seconds: float, kill_after: int, timeout_s: float) -> di
                     if jid in final:
                         continue
                     try:
-                        j = get_json(f"{runner.base}/api/jobs/{jid}")
+                        j = get(runner.base, jid)
                     except (urllib.error.URLError, OSError):
                         continue
                     if j["status"] in ("done", "failed"):
-                        final[jid] = j["status"] if j["status"] == "done" else f"failed: {j.get('error')}"
-                        done_at[jid] = time.monotonic() - t0
-                if killed_at is None and len(final) >= kill_after:
+                        done_at.setdefault(jid, time.monotonic() - t0)
+                        # finished once its annotated video is too (its report row comes with it)
+                        if j["status"] == "failed" or video_state(j) in ("ready", "failed", None):
+                            final[jid] = j["status"] if j["status"] == "done" else f"failed: {j.get('error')}"
+                if killed_at is None and len(done_at) >= kill_after:
                     pids = runner.redis_pids()
                     os.kill(pids[-1], signal.SIGKILL)
-                    killed_at = (time.monotonic() - t0, len(final))
+                    killed_at = (time.monotonic() - t0, len(done_at))
                 time.sleep(0.3)
             restarted = len(runner.redis_pids()) > 1
         finally:
@@ -179,6 +178,8 @@ def run(jobs: int, clip_seconds: float, kill_after: int, timeout_s: float) -> di
             problems.append(f"{jid}: {done_events.get(jid, 0)} 'done' events")
     extra = [jid for jid, st in status.items() if jid not in accepted and st != "failed"]
     problems += [f"{jid}: a job no client was given, {status[jid]}" for jid in extra]
+    problems += [f"{jid}: {reports.get(jid, 0)} reports, not {REPORTS_PER_JOB}" for jid in ids
+                 if status.get(jid) == "done" and reports.get(jid, 0) != REPORTS_PER_JOB]
     if not restarted:
         problems.append("Redis was not restarted by the runner")
     last = max(done_at.values()) if done_at else float("nan")
@@ -222,6 +223,8 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", default=None)
     a = p.parse_args(argv)
     kill_after = a.kill_redis_after if a.kill_redis_after is not None else max(1, a.jobs // 5)
+    if not 1 <= kill_after <= a.jobs:
+        p.error("--kill-redis-after must be between 1 and --jobs")
     r = run(a.jobs, a.clip_seconds, kill_after, a.timeout)
     r["clip_seconds"] = a.clip_seconds
     print(json.dumps(r), file=sys.stderr)
