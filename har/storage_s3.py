@@ -30,6 +30,16 @@ from har.storage import (
 
 _clients: dict[tuple, object] = {}
 _clients_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked process (a Celery pool child) starts with a lock no thread of its own holds and no clients."""
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 

@@ -495,3 +495,14 @@ def test_s3_timeouts_and_overload_count_as_transient():
         assert transient(exc), exc
     for exc in (answer("AccessDenied"), answer("NoSuchBucket"), ValueError("no")):
         assert not transient(exc), exc
+
+
+def test_a_download_while_the_bucket_is_unreachable_is_503(backend, download_client):
+    """Not a 500: the object storage cannot be reached (here, the S3 endpoint of a server that is not there)."""
+    if backend.kind != "s3":
+        pytest.skip("the object storage only")
+    from har.storage_s3 import client_for
+
+    backend.storage._client = client_for("http://127.0.0.1:9", quick=True)
+    r = download_client.get("/files/jobs/job-1/annotated.mp4")
+    assert r.status_code == 503

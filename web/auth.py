@@ -43,6 +43,7 @@ from flask import (
 )
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from har.db import ApiToken, utcnow
 
@@ -120,7 +121,12 @@ def create_token(db, name: str, admin: bool = False) -> tuple[ApiToken, str]:
     token = new_token()
     row = ApiToken(name=name, token_hash=hash_token(token), admin=bool(admin), created_at=utcnow())
     db.add(row)
-    db.flush()
+    try:
+        db.flush()
+    except IntegrityError:  # created at the same moment by someone else (one active token per name)
+        db.rollback()
+        raise TokenError(f"there is already an active token named {name!r}: revoke it first, or choose another "
+                         "name") from None
     return row, token
 
 

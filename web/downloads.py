@@ -9,11 +9,15 @@ range: a ``<video>`` seeking in a large file fetches only what it plays.
 """
 from __future__ import annotations
 
+import logging
+
 from flask import current_app, request, send_file
-from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.exceptions import RequestedRangeNotSatisfiable, ServiceUnavailable
 from werkzeug.utils import send_file as werkzeug_send_file
 
 from har.storage import StorageError
+
+log = logging.getLogger(__name__)
 
 
 def send_stored(storage, key: str, *, mimetype: str, download_name: str, as_attachment: bool = False,
@@ -24,6 +28,9 @@ def send_stored(storage, key: str, *, mimetype: str, download_name: str, as_atta
         info = None if path is not None else storage.stat(key)
     except StorageError:  # a key that names nothing storable
         return None
+    except Exception as exc:  # the object storage cannot be reached, or refuses
+        log.warning("cannot read %r from the storage: %s", key, exc)
+        raise ServiceUnavailable("The file storage cannot be reached right now; try again in a moment.") from exc
     if path is not None:
         if not path.is_file():
             return None

@@ -118,8 +118,9 @@ def _document(settings=None) -> dict[str, Any]:
                         "422": _error("Not a readable video (corrupt, truncated) or longer than the limit."),
                         "401": TOKEN_REQUIRED,
                         "429": RATE_LIMITED,
-                        "503": _error("The queue is unavailable; the job was created and marked failed "
-                                      "(its `id` and `status_url` are included)."),
+                        "503": _error("The queue is unavailable (`queue_unavailable`): the job was created and marked "
+                                      "failed (its `id` and `status_url` are included); or the object storage is "
+                                      "(`storage_unavailable`): nothing was created."),
                         "507": _error("Not enough free disk space to store the upload (`HAR_MIN_FREE_MB`); "
                                       "nothing was stored."),
                     },
