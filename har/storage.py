@@ -415,12 +415,6 @@ class Storage(BaseStorage):
     def local_path(self, key: str) -> Path:
         return self.path(key)
 
-    def exists(self, rel: str) -> bool:
-        try:
-            return self.path(rel).is_file()
-        except StorageError:
-            return False
-
     def stat(self, key: str) -> StoredObject | None:
         p = self.path(key)
         try:
@@ -503,27 +497,6 @@ class Storage(BaseStorage):
         n = sum(1 for p in d.rglob("*") if p.is_file())
         shutil.rmtree(d)
         return n
-
-    def delete_job_files(self, job_id: str, paths: list[str] | tuple[str, ...] = ()) -> list[str]:
-        """Remove the given stored files and the job's directory (``jobs/<job id>/``, whatever is in it).
-
-        Best effort: returns the paths that could not be removed (already-missing files are not errors)."""
-        left: list[str] = []
-        for rel in paths:
-            try:
-                p = self.path(rel)
-                p.unlink(missing_ok=True)
-            except (OSError, StorageError):
-                left.append(str(rel))
-        try:
-            d = self.job_dir(job_id, create=False)
-        except StorageError:
-            return left
-        if d.is_dir():
-            shutil.rmtree(d, ignore_errors=True)
-            if d.exists():
-                left.append(self.relative(d))
-        return left
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

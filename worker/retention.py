@@ -8,7 +8,7 @@ is not being rendered: har.jobs.worker_state) and both its end (``jobs.finished_
 An expired job goes the way a user's delete goes (web.actions.delete_job): its row locked
 (har.jobs.lock_job), its rows deleted by har.jobs.delete_job (events, tracks, pose data, predictions, segments,
 reports, and its video row only when no other job uses that video, so the upload a re-run shares stays while one
-of its jobs is kept), committed, then its files removed (har.storage.Storage.delete_job_files: reports, annotated
+of its jobs is kept), committed, then its files removed (har.storage.BaseStorage.delete_job_files: reports, annotated
 video, ``jobs/<id>/``, and the uploaded video when its row went).
 
 The passes run in the workers' sweep (worker.sweep.sweep_once: at start-up and every ``sweep_interval_s``), one
