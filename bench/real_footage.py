@@ -50,7 +50,7 @@ def read_labels(clip_dir: Path) -> list[tuple[str, str]]:
         return [(r["path"], r["label"]) for r in csv.DictReader(fh)]
 
 
-def pose_key(video: Path, estimator, fps: float, mode: str, crop_imgsz: int) -> str:
+def pose_key(video: Path, estimator, fps: float, mode: str, crop_imgsz: int, margin: float) -> str:
     from models.pose.extract import EXTRACTION_VERSION
     from models.pose.guided import REDETECT_S
 
@@ -58,19 +58,21 @@ def pose_key(video: Path, estimator, fps: float, mode: str, crop_imgsz: int) -> 
     h.update(sha256_file(video).encode())
     h.update(json.dumps({"imgsz": estimator.imgsz, "rect": bool(estimator.rect), "fps": fps, "mode": mode, "threads": estimator.threads,
                          "crop": crop_imgsz if mode == "guided" else None, "redetect": REDETECT_S,
+                         "margin": margin if mode == "guided" else None,
                          "model": estimator.sha256[:16], "extraction": EXTRACTION_VERSION}, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
-def extract_cached(video: Path, estimator, fps: float, cache: Path, mode: str, crop_imgsz: int
+def extract_cached(video: Path, estimator, fps: float, cache: Path, mode: str, crop_imgsz: int, margin: float
                    ) -> tuple[PoseExtraction, bool]:
     from models.pose.extract import extract_tracks
 
     cache.mkdir(parents=True, exist_ok=True)
-    f = cache / f"{pose_key(video, estimator, fps, mode, crop_imgsz)}.npz"
+    f = cache / f"{pose_key(video, estimator, fps, mode, crop_imgsz, margin)}.npz"
     if f.exists():
         return PoseExtraction.from_bytes(f.read_bytes()), True
-    ex = extract_tracks(str(video), estimator, target_fps=fps, batch_size=8, mode=mode, crop_imgsz=crop_imgsz)
+    ex = extract_tracks(str(video), estimator, target_fps=fps, batch_size=8, mode=mode, crop_imgsz=crop_imgsz,
+                       crop_margin=margin)
     tmp = f.with_suffix(".tmp")
     tmp.write_bytes(ex.to_bytes())
     os.replace(tmp, f)
@@ -210,13 +212,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, seed, imgsz=None,
-        only=None, quiet=False, fps: float | None = None, mode: str = "guided", crop_imgsz: int | None = None
-        ) -> list[dict]:
+        only=None, quiet=False, fps: float | None = None, mode: str = "guided", crop_imgsz: int | None = None,
+        crop_margin: float | None = None) -> list[dict]:
     from models.pose import default_sample_fps
-    from models.pose.guided import CROP_IMGSZ
+    from models.pose.guided import CROP_IMGSZ, CROP_MARGIN
 
     fps = fps or default_sample_fps(classifier.fps)
     crop_imgsz = crop_imgsz or CROP_IMGSZ
+    crop_margin = CROP_MARGIN if crop_margin is None else crop_margin
     from models.pose import load_pose_estimator
 
     kw = {"imgsz": imgsz} if imgsz else {}
@@ -227,7 +230,7 @@ def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, 
             continue
         video = clip_dir / path
         t0 = time.perf_counter()
-        ex, hit = extract_cached(video, estimator, fps, cache, mode, crop_imgsz)
+        ex, hit = extract_cached(video, estimator, fps, cache, mode, crop_imgsz, crop_margin)
         result = classify_extraction(ex, classifier, stride=stride)
         label, conf, labels, probs = ours(result, ex)
         orig_label, orig_conf = original(seed, ex, classifier.fps, stride) if seed is not None else (None, None)
@@ -270,6 +273,7 @@ def main(argv=None) -> int:
     p.add_argument("--imgsz", type=int, default=None, help="pose input size (default: the service's)")
     p.add_argument("--fps", type=float, default=None, help="sampling rate (default: the service's for this model)")
     p.add_argument("--crop-imgsz", type=int, default=None, help="guided pose crop size (default: the service's)")
+    p.add_argument("--crop-margin", type=float, default=None, help="guided pose crop margin (default: the service's)")
     p.add_argument("--pose-mode", choices=("guided", "full"), default="guided",
                    help="person-guided crops (the service's default) or every frame whole")
     p.add_argument("--cache", default=str(CACHE))
@@ -292,14 +296,15 @@ def main(argv=None) -> int:
     except (ImportError, OSError) as exc:
         print(f"warning: the original model is not run: {exc}", file=sys.stderr)
     rows = run(clip_dir, Path(a.cache), a.stride, classifier, seed, a.imgsz, a.only, a.quiet, a.fps, a.pose_mode,
-               a.crop_imgsz)
+               a.crop_imgsz, a.crop_margin)
     from models.pose import DEFAULT_IMGSZ, DEFAULT_RECT, default_sample_fps
-    from models.pose.guided import CROP_IMGSZ
+    from models.pose.guided import CROP_IMGSZ, CROP_MARGIN
     meta = {"model": f"{classifier.name} {classifier.version}", "threshold": classifier.uncertain_threshold,
             "dir": a.dir if a.dir != str(DEFAULT_DIR) else "../shared/real-clips", "stride": a.stride,
             "pose": f"YOLO11n-pose ONNX {a.imgsz or DEFAULT_IMGSZ}{' rect' if DEFAULT_RECT else ''} at "
                     f"{a.fps or default_sample_fps(classifier.fps):g} Hz, {a.pose_mode}"
-                    + (f" (crops {a.crop_imgsz or CROP_IMGSZ})" if a.pose_mode == "guided" else ""),
+                    + (f" (crops {a.crop_imgsz or CROP_IMGSZ}, margin "
+                       f"{CROP_MARGIN if a.crop_margin is None else a.crop_margin:g})" if a.pose_mode == "guided" else ""),
             "command": "python bench/real_footage.py" + (f" {' '.join(argv)}" if argv else
                                                          (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""))}
     text = markdown(rows, meta)

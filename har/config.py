@@ -50,6 +50,7 @@ class Settings:
     pose_mode: str = "guided"  # guided: whole frames every pose_redetect_s, person crops between; full
     pose_crop_imgsz: int = 224  # longest side of a person crop's network input (guided)
     pose_redetect_s: float = 1.0  # the whole frame at least this often (guided)
+    pose_crop_margin: float = 0.25  # around a tracked person's predicted box, share of its longer side (guided)
     window_stride: int = 8
     annotate_video: bool = True
     # queues

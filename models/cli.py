@@ -51,7 +51,8 @@ def cmd_run(args) -> int:
     try:
         extraction = extract_tracks(args.video, estimator, target_fps=fps, batch_size=args.batch_size,
                                     progress=_progress_printer(args.quiet), mode=args.pose_mode,
-                                    crop_imgsz=args.crop_imgsz, redetect_s=args.redetect_s)
+                                    crop_imgsz=args.crop_imgsz, redetect_s=args.redetect_s,
+                                    crop_margin=args.crop_margin)
     except VideoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -159,7 +160,7 @@ def _number(kind, minimum: float, strict: bool = False, multiple_of: int | None 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .pose.guided import CROP_IMGSZ, REDETECT_S
+    from .pose.guided import CROP_IMGSZ, CROP_MARGIN, REDETECT_S
 
     p = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -177,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"longest side of a person crop's network input (guided mode; default {CROP_IMGSZ})")
     r.add_argument("--redetect-s", type=_number(float, 0, strict=True), default=REDETECT_S,
                    help="the whole frame at least this often, seconds (guided mode)")
+    r.add_argument("--crop-margin", type=_number(float, 0), default=CROP_MARGIN,
+                   help="margin around a tracked person's predicted box, as a share of its longer side, on every "
+                        f"side (guided mode; default {CROP_MARGIN})")
     r.add_argument("--save-extraction", default=None, metavar="NPZ",
                    help="also write the tracked keypoints (models.tracks.PoseExtraction bytes) here")
     r.add_argument("--stride", type=_number(int, 1), default=8, help="window stride in frames")

@@ -243,6 +243,39 @@ def test_extract_tracks_finds_a_person_entering_mid_clip(tmp_path, estimator):
     assert runs["guided"].meta["pose_mode"] == "guided" and g["crop_frames"] > g["full_frames"]
 
 
+def test_the_crop_margin_setting_reaches_the_crops(tmp_path, estimator):
+    """HAR_POSE_CROP_MARGIN (or a job's own ``crop_margin``, 0 included) is the margin the pose stage crops with."""
+    from har.config import load_settings
+    from har.db import Job
+    from models.pose.extract import extract_tracks
+    from tests.media import make_people_video
+    from worker.runtime import job_params
+
+    assert job_params(Job(params={}), load_settings())["crop_margin"] == 0.25
+    assert job_params(Job(params={}), load_settings(pose_crop_margin=0.4))["crop_margin"] == 0.4
+    assert job_params(Job(params={"crop_margin": 0}), load_settings(pose_crop_margin=0.4))["crop_margin"] == 0.0
+
+    video = make_people_video(tmp_path / "people.mp4", seconds=1.0, size=(640, 360))
+    cut: dict[float, list] = {}
+    real_crop_region = crop_region
+
+    def spy(box, w, h, margin, *a, **kw):
+        cut.setdefault(margin, []).append(real_crop_region(box, w, h, margin, *a, **kw))
+        return cut[margin][-1]
+
+    import models.pose.guided as guided
+    original, guided.crop_region = guided.crop_region, spy
+    try:
+        for margin in (0.1, 0.4):
+            ex = extract_tracks(video, estimator, target_fps=11.0, crop_margin=margin)
+            assert ex.meta["guided"]["margin"] == margin
+    finally:
+        guided.crop_region = original
+    assert set(cut) == {0.1, 0.4} and len(cut[0.1]) > 5
+    area = {m: np.mean([r.width * r.height for r in regions if r is not None]) for m, regions in cut.items()}
+    assert area[0.4] > 1.2 * area[0.1]  # less than (1.8 / 1.2) ** 2: crops are clipped to the frame
+
+
 # --- decoding beside the network ------------------------------------------------------------------------
 
 

@@ -118,9 +118,9 @@ def test_pyav_reader_decodes_only_what_the_samples_need(people_30fps, tmp_path, 
         decoded.extend(frames)
         return frames
 
-    def counting_displayed(frame):
+    def counting_displayed(frame, *args):
         converted.append(frame.pts)
-        return real_displayed(frame)
+        return real_displayed(frame, *args)
 
     monkeypatch.setattr(video, "_decode", counting_decode)
     monkeypatch.setattr(video, "_displayed", counting_displayed)
@@ -232,6 +232,34 @@ def test_rotation_metadata_applied(tmp_path, deg):
 
     expect = cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE if info.rotation_deg == 90 else cv2.ROTATE_90_COUNTERCLOCKWISE)
     assert np.abs(expect.astype(int) - frame).mean() < 2
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])  # PyAV scales with its colour conversion, OpenCV after it
+def test_frames_scaled_to_a_size_match_area_resizing(tmp_path, suffix):
+    import cv2
+
+    src = make_people_video(tmp_path / f"people{suffix}", seconds=0.5, size=(640, 360))
+    full = [(t, f) for _, t, f in sample_frames(src, 22.0)]
+    small = [(t, f) for _, t, f in sample_frames(src, 22.0, size=(320, 180))]
+    assert [t for t, _ in small] == [t for t, _ in full] and len(small) >= 10
+    for (_, big), (_, little) in zip(full, small):
+        assert little.shape == (180, 320, 3) and little.dtype == np.uint8
+        expect = cv2.resize(big, (320, 180), interpolation=cv2.INTER_AREA)
+        assert np.abs(expect.astype(int) - little).mean() < 1.5
+    same = next(iter(sample_frames(src, None, size=(640, 360))))[2]  # already that size: not scaled
+    assert np.array_equal(same, full[0][1])
+
+
+@pytest.mark.parametrize("deg", [90, 270])
+def test_scaled_frames_of_a_rotated_video_are_upright(tmp_path, deg):
+    src = make_people_video(tmp_path / "land.mp4", seconds=0.3, size=(320, 180))
+    rot = _rotate_mp4(src, tmp_path / f"rot{deg}.mp4", deg)
+    full = next(iter(sample_frames(rot, None)))[2]
+    small = next(iter(sample_frames(rot, None, size=(90, 160))))[2]
+    assert full.shape == (320, 180, 3) and small.shape == (160, 90, 3)
+    import cv2
+
+    assert np.abs(cv2.resize(full, (90, 160), interpolation=cv2.INTER_AREA).astype(int) - small).mean() < 1.5
 
 
 @needs_ffmpeg

@@ -144,7 +144,9 @@ def ffmpeg_binary() -> str | None:
 
 
 class _FfmpegWriter:
-    """Raw BGR frames on stdin → H.264 .mp4 (libx264, yuv420p, moov atom first)."""
+    """Raw BGR frames on stdin → H.264 .mp4 (libx264, yuv420p, moov atom first). (Converting to yuv420p here
+    instead would save ffmpeg's conversion, ~1 ms a 720p frame, but OpenCV takes each 2x2 block's colour from one
+    pixel, which frays the thin coloured lines of the overlay.)"""
 
     def __init__(self, binary: str, path: Path, size: tuple[int, int], fps: float):
         self._err = tempfile.TemporaryFile()
@@ -292,17 +294,14 @@ def _annotated_frames(video_path, extraction: PoseExtraction, result: dict | Non
         for row, fi in enumerate(np.asarray(tr.frame_indices)):
             by_frame.setdefault(int(fi), []).append((tr, row))
     w = int(extraction.width)
-    out_w, out_h = out_size
+    out_w = out_size[0]
     times = np.asarray(extraction.frame_times, np.float64)
     hold = 1.0 / float(extraction.sampled_fps) if extraction.sampled_fps else 0.0
-    # nothing else runs beside the render: FFmpeg may decode on several threads
-    source = ((t, frame) for _idx, t, frame in sample_frames(video_path, _decode_fps(extraction, fps), threads=0))
-    shown_t, picture = None, None
-    for t, t_frame, frame, left in on_grid(source, fps, meta.get("source_fps")):
-        if t_frame != shown_t:  # a new source picture: scaled once, however often it is shown
-            shown_t, picture = t_frame, frame
-            if frame.shape[1] != out_w or frame.shape[0] != out_h:
-                picture = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA)
+    # nothing else runs beside the render: FFmpeg may decode on several threads; pictures come already scaled to
+    # the output's size (in the same pass as their colour conversion)
+    source = ((t, frame) for _idx, t, frame in sample_frames(video_path, _decode_fps(extraction, fps), threads=0,
+                                                             size=out_size))
+    for t, t_frame, picture, left in on_grid(source, fps, meta.get("source_fps")):
         img = picture if left == 0 else picture.copy()  # drawn on: a copy while it is shown again
         j = int(np.searchsorted(times, t_frame + SAME_TIME_S, side="right")) - 1
         entries = []

@@ -305,6 +305,7 @@ def job_params(job: Job, settings: Settings) -> dict:
         "pose_mode": str(p.get("pose_mode") or settings.pose_mode),
         "crop_imgsz": int(p.get("crop_imgsz") or settings.pose_crop_imgsz),
         "redetect_s": float(p.get("redetect_s") or settings.pose_redetect_s),
+        "crop_margin": float(p["crop_margin"] if p.get("crop_margin") is not None else settings.pose_crop_margin),
         "annotate": bool(p.get("annotate", settings.annotate_video)),
     }
 

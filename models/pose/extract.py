@@ -8,7 +8,7 @@ import numpy as np
 
 from ..tracks import PoseExtraction
 from ..video import effective_fps, expected_sample_count, prefetch, probe_video, sample_frames
-from .guided import CROP_IMGSZ, REDETECT_S, GuidedPose
+from .guided import CROP_IMGSZ, CROP_MARGIN, REDETECT_S, GuidedPose
 from .relink import relink_tracks
 from .shots import ShotDetector
 from .tracker import PoseTracker
@@ -25,11 +25,11 @@ PROGRESS_EVERY = 8  # frames between progress calls in guided mode
 def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float | None = 22.0, batch_size: int = 8,
                    progress: Progress | None = None, tracker: PoseTracker | None = None,
                    shots: ShotDetector | None = None, mode: str = "guided", crop_imgsz: int = CROP_IMGSZ,
-                   redetect_s: float = REDETECT_S) -> PoseExtraction:
+                   redetect_s: float = REDETECT_S, crop_margin: float = CROP_MARGIN) -> PoseExtraction:
     """Run ``estimator`` on ``video_path`` resampled to ``target_fps`` and track the persons.
 
     ``mode="guided"`` (default) runs the whole frame only now and then and crops around the tracked persons in
-    between (:mod:`models.pose.guided`: ``crop_imgsz``, ``redetect_s``); ``mode="full"`` runs every sampled
+    between (:mod:`models.pose.guided`: ``crop_imgsz``, ``redetect_s``, ``crop_margin``); ``mode="full"`` runs every sampled
     frame whole, in batches of ``batch_size``. Frames are decoded in a thread beside the network.
     ``progress(done_frames, total_frames)`` is called as frames are done; ``total_frames`` is the expected
     number of sampled frames (from the container's frame count; raised to ``done_frames`` if the file holds
@@ -45,7 +45,7 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
     sampled_fps = effective_fps(info, target_fps)
     tracker = tracker or PoseTracker.for_rate(sampled_fps)
     shots = shots or ShotDetector()
-    guide = GuidedPose(estimator, crop_imgsz=crop_imgsz, redetect_s=redetect_s) if mode == "guided" else None
+    guide = GuidedPose(estimator, crop_imgsz=crop_imgsz, redetect_s=redetect_s, margin=crop_margin) if mode == "guided" else None
     times: list[float] = []
     cuts: list[float] = []
     batch_imgs: list[np.ndarray] = []

@@ -63,7 +63,7 @@ def _extract(settings: Settings, claim: runtime.Claim) -> bool:
         extraction = extract_tracks(str(video_path), estimator, target_fps=target_fps,
                                     batch_size=params["batch"], progress=_Progress(settings, claim),
                                     mode=params["pose_mode"], crop_imgsz=params["crop_imgsz"],
-                                    redetect_s=params["redetect_s"])
+                                    redetect_s=params["redetect_s"], crop_margin=params["crop_margin"])
         extract_s = time.monotonic() - t0
     data = extraction.to_bytes()
 
