@@ -59,13 +59,15 @@ def _fourcc(value: float) -> str:
     return s.strip("\x00 ").strip() if s.isprintable() else ""
 
 
-def _open(path: str | os.PathLike) -> cv2.VideoCapture:
+def _open(path: str | os.PathLike, threads: int = 1) -> cv2.VideoCapture:
+    """OpenCV's FFmpeg reader of ``path``, decoding on ``threads`` threads (0: FFmpeg's choice, one per core)."""
     p = Path(path)
     if not p.is_file():
         raise VideoError(f"The file {p.name!r} does not exist.")
     if p.stat().st_size == 0:
         raise VideoError("The file is empty.")
-    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    params = [cv2.CAP_PROP_N_THREADS, int(threads)] if threads > 0 else []
+    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
         raise VideoError("This file is not a video we can read (unknown format, or the file is damaged "
@@ -222,7 +224,7 @@ def sample_frames(path: str | os.PathLike, target_fps: float | None = None, thre
     """
     plan = _plan_av(path, target_fps)
     if plan is None:
-        frames = _sample_cv2(path, target_fps)
+        frames = _sample_cv2(path, target_fps, threads)
         if size is None:
             yield from frames
         else:
@@ -333,9 +335,10 @@ def _displayed(frame, size: tuple[int, int] | None = None) -> np.ndarray:
     return img
 
 
-def _sample_cv2(path: str | os.PathLike, target_fps: float | None) -> Iterator[tuple[int, float, np.ndarray]]:
+def _sample_cv2(path: str | os.PathLike, target_fps: float | None, threads: int = 1
+                ) -> Iterator[tuple[int, float, np.ndarray]]:
     """:func:`sample_frames` through OpenCV: every frame is decoded (``grab``), the sampled ones converted."""
-    cap = _open(path)
+    cap = _open(path, threads)
     try:
         selector = FrameSelector(target_fps, cap.get(cv2.CAP_PROP_FPS))
         out_index = 0
