@@ -83,7 +83,7 @@ def test_opencv_reader_converts_only_sampled_frames(people_30fps, monkeypatch):
             return getattr(self.cap, name)
 
     real_open = video._open
-    monkeypatch.setattr(video, "_open", lambda path: Counting(real_open(path)))
+    monkeypatch.setattr(video, "_open", lambda path, *a: Counting(real_open(path, *a)))
     frames = list(video._sample_cv2(people_30fps, 11.0))
     assert len(frames) == calls["retrieve"] == 33  # 3 s at 11 Hz
     assert calls["grab"] == 91  # every one of the 90 frames, and the end of the file
