@@ -51,7 +51,9 @@ class Runner:
             "HAR_ANNOTATE_VIDEO": "0",
             "HAR_SECRET_KEY": "test-secret",
             "HAR_WEB_WORKERS": "1",
-            "HAR_SWEEP_INTERVAL_S": "5",
+            # no periodic pass during a test: only the start-up pass of a (re)started worker and the passes after a
+            # broker reconnection (worker.lifecycle.SweepAfterReconnect) recover jobs here
+            "HAR_SWEEP_INTERVAL_S": "3600",
             "HAR_RESTART_DELAY_S": str(RESTART_DELAY_S),
             "PYTHONUNBUFFERED": "1",
         })
@@ -237,6 +239,8 @@ def test_redis_killed_is_restarted_while_the_rest_keeps_running(runner, clip):
     wait_for(lambda: redis_ping(runner.redis_port), 30, "Redis to answer on the same port")
     done_once(runner.wait_job(job_id, ("done", "failed")))
     done_once(runner.wait_job(waiting_id, ("done", "failed")))
+    # the workers swept as soon as they were connected again (the periodic sweep is an hour away here)
+    assert re.search(r"broker connection restored; sweeping for jobs interrupted", runner.text()), runner.text()[-3000:]
 
     after = runner.pids()
     assert after["redis-server"] != before["redis-server"]

@@ -122,11 +122,12 @@ def _acquire_lock(settings: Settings, seconds: float) -> bool:
         return True
 
 
-def sweep_once(settings: Settings, locked: bool = True) -> list[tuple[str, str]]:
+def sweep_once(settings: Settings, locked: bool = True, unsent_after_s: float | None = None
+               ) -> list[tuple[str, str]]:
     actions: list[tuple[str, str]] = []
     if not locked or _acquire_lock(settings, settings.sweep_interval_s * 0.8):
         try:
-            actions = sweep(settings)
+            actions = sweep(settings, unsent_after_s=unsent_after_s)
             if actions:
                 log.warning("sweep: %s", actions)
         except Exception:
@@ -149,20 +150,51 @@ def _remove_stale_temp_dirs(settings: Settings) -> None:
         log.exception("sweep: could not clean the spool")
 
 
+# after the broker connection comes back (see SweepThread.wake): passes this many seconds later, so a pool
+# process Celery cancelled when the connection broke has exited by then (its pid is checked), and the hand-overs
+# that failed while the broker was down are sent after this grace instead of settings.unsent_after_s
+RECONNECT_PASSES_S = (1.0, 6.0)
+RECONNECT_UNSENT_AFTER_S = 3.0
+
+
 class SweepThread(threading.Thread):
+    """A pass at start-up (this worker's own lost jobs, without the lock), then one every ``interval`` seconds,
+    and a short burst of passes when :meth:`wake` says the broker connection is back."""
+
     def __init__(self, settings: Settings, interval: float | None = None):
         super().__init__(name="har-sweep", daemon=True)
         self.settings = settings
         self.interval = settings.sweep_interval_s if interval is None else interval
         self.stopped = threading.Event()
+        self._woken = threading.Event()
 
     def run(self) -> None:
-        sweep_once(self.settings, locked=False)  # at start-up: this worker's own lost jobs, right away
-        while not self.stopped.wait(self.interval):
-            sweep_once(self.settings)
+        sweep_once(self.settings, locked=False)
+        while not self.stopped.is_set():
+            if not self._woken.wait(self.interval):
+                if not self.stopped.is_set():
+                    sweep_once(self.settings)
+                continue
+            self._woken.clear()
+            # The connection broke and came back (Redis restarted): the stage Celery cancelled meanwhile and
+            # the hand-overs that could not be published are sent now, not a sweep period (and the unsent
+            # grace) later. Without the lock: the last holder may have taken it before the outage.
+            waited = 0.0
+            for at in RECONNECT_PASSES_S:
+                if self.stopped.wait(at - waited):
+                    return
+                waited = at
+                log.info("sweep: the broker connection is back; looking for interrupted jobs")
+                sweep_once(self.settings, locked=False,
+                           unsent_after_s=min(RECONNECT_UNSENT_AFTER_S, self.settings.unsent_after_s))
+
+    def wake(self) -> None:
+        """The broker connection was lost and is back (worker.lifecycle)."""
+        self._woken.set()
 
     def stop(self) -> None:
         self.stopped.set()
+        self._woken.set()
 
 
 @celery_app.task(name=SWEEP_TASK, ignore_result=True)
