@@ -17,7 +17,7 @@ import queue
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -206,7 +206,8 @@ class FrameSelector:
 
 
 def sample_frames(path: str | os.PathLike, target_fps: float | None = None, threads: int = 1,
-                  size: tuple[int, int] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+                  size: tuple[int, int] | None = None,
+                  needed: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield ``(sample_index, t_seconds, bgr_image)`` at about ``target_fps`` (see :class:`FrameSelector`).
 
     ``target_fps=None`` yields every frame. ``t_seconds`` is the frame's own presentation timestamp, relative to
@@ -220,9 +221,12 @@ def sample_frames(path: str | os.PathLike, target_fps: float | None = None, thre
     threads with PyAV (1: decode on the calling thread only, as the pose stage does beside its network; 0: as
     many as FFmpeg chooses). ``size``: (width, height) to scale the displayed frames to (area averaging); with
     PyAV the scaling is done with the colour conversion, in one pass from the decoder's picture, which costs a
-    third of converting the whole picture and then resizing it.
+    third of converting the whole picture and then resizing it. ``needed``: a hint, given the timestamps of the
+    frames ``target_fps`` chose (as they would be yielded, in order), a boolean mask of the ones the caller will
+    use; with PyAV the others are left out (neither converted nor, when no frame is predicted from them,
+    decoded); OpenCV's reader yields them all.
     """
-    plan = _plan_av(path, target_fps)
+    plan = _plan_av(path, target_fps, needed)
     if plan is None:
         frames = _sample_cv2(path, target_fps, threads)
         if size is None:
@@ -242,7 +246,8 @@ def sample_frames(path: str | os.PathLike, target_fps: float | None = None, thre
 _PTS_CONTAINERS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "mpegts"}
 
 
-def _plan_av(path: str | os.PathLike, target_fps: float | None) -> tuple[int, dict[int, float]] | None:
+def _plan_av(path: str | os.PathLike, target_fps: float | None,
+             needed: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[int, dict[int, float]] | None:
     """(video stream index, {pts of each frame to keep: its cleaned time in seconds}) from a pass over the packets
     alone (no decoding), or None when PyAV should not read this file (PyAV missing, a container without
     trustworthy timestamps, missing or repeated timestamps, anything FFmpeg cannot demux)."""
@@ -280,6 +285,9 @@ def _plan_av(path: str | os.PathLike, target_fps: float | None) -> tuple[int, di
         t = selector.timestamp(v * tb)
         if selector.keep(t):
             keep[v] = t
+    if needed is not None and keep:
+        mask = np.asarray(needed(np.fromiter(keep.values(), np.float64, len(keep))), bool)
+        keep = {v: t for (v, t), use in zip(keep.items(), mask) if use}
     return index, keep
 
 

@@ -131,7 +131,25 @@ def test_on_grid_places_frames_on_the_output_clock():
     assert [(t, i) for t, _tf, i, _l in on_grid([(0.0, "only")], 10.0)] == [(0.0, "only")]
 
 
-# ------------------------------------------------------------------------------------------- real clips
+def test_leaving_out_the_frames_not_shown_changes_nothing():
+    """shown_frames: on_grid over the frames it keeps gives exactly what on_grid over all of them gives (every grid
+    point, its frame, how long it is held, where the video ends), and it keeps few more frames than are shown."""
+    rng = np.random.default_rng(5)
+    cases = [np.arange(n) / rate for rate, n in ((30.0, 45), (60.0, 90), (120.0, 181), (22.0, 33), (24.0, 2))]
+    cases += [np.cumsum(np.r_[0.0, rng.choice([0.008, 0.016, 0.033, 0.09, 0.4], 40) * rng.uniform(0.9, 1.1, 40)])
+              for _ in range(30)]
+    cases.append(np.array(vfr_times(1)))
+    for times in cases:
+        for fps, source_fps in ((22.0, None), (22.0, 30.0), (10.0, 60.0)):
+            full = list(on_grid(((float(t), i) for i, t in enumerate(times)), fps, source_fps))
+            mask = annotate.shown_frames(times, fps, source_fps)
+            kept = np.nonzero(mask)[0]
+            part = list(on_grid(((float(times[i]), int(i)) for i in kept), fps, source_fps))
+            assert part == full, (fps, source_fps, times)
+            assert len(kept) <= len({i for _t, _tf, i, _l in full}) + 2
+
+
+# ------------------------------------------------------------------------------------------- real clips# ------------------------------------------------------------------------------------------- real clips
 @pytest.mark.parametrize("encoder", ["ffmpeg", "opencv"])
 def test_constant_rate_clip_keeps_its_duration_and_pictures(tmp_path, encoder):
     times = [i / 30 for i in range(60)]
@@ -145,6 +163,29 @@ def test_constant_rate_clip_keeps_its_duration_and_pictures(tmp_path, encoder):
     out = decode(video.path)
     assert len(out) == video.frames
     check_pictures(out, fps, [t for _i, t, _f in sample_frames(src, None)])
+
+
+def test_only_the_frames_the_video_shows_are_converted(tmp_path, monkeypatch):
+    """A 60 fps clip rendered at 22 fps: the decoder converts (and scales) only the source frames the output shows
+    (and the last two), not all 60 a second; the pictures are still the right ones."""
+    from models import video as video_module
+
+    times = [i / 60 for i in range(90)]
+    src = make_numbered_video(tmp_path / "sixty.mp4", times)
+    extraction = extraction_for(src)
+    converted = []
+    real = video_module._displayed
+
+    def counting(frame, *args):
+        converted.append(frame.pts)
+        return real(frame, *args)
+
+    monkeypatch.setattr(video_module, "_displayed", counting)
+    video = write_annotated_video(src, extraction, None, tmp_path / "annotated.mp4")
+    out = decode(video.path)
+    shown = {frame_number(img) for _t, img in out}
+    assert len(converted) <= len(shown) + 2 < len(times) / 2
+    check_pictures(out, annotate.display_fps(extraction), times)
 
 
 def test_a_high_rate_clip_is_decoded_at_a_multiple_of_the_output_rate(tmp_path):
