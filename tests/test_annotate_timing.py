@@ -149,7 +149,7 @@ def test_leaving_out_the_frames_not_shown_changes_nothing():
             assert len(kept) <= len({i for _t, _tf, i, _l in full}) + 2
 
 
-# ------------------------------------------------------------------------------------------- real clips# ------------------------------------------------------------------------------------------- real clips
+# ------------------------------------------------------------------------------------------- real clips
 @pytest.mark.parametrize("encoder", ["ffmpeg", "opencv"])
 def test_constant_rate_clip_keeps_its_duration_and_pictures(tmp_path, encoder):
     times = [i / 30 for i in range(60)]
