@@ -499,11 +499,14 @@ class Storage(BaseStorage):
         return n
 
     def check(self) -> None:
+        """Raise unless the root is a directory this process can create files in (a probe file, removed)."""
         self.root.mkdir(parents=True, exist_ok=True)
         probe = self.root / f".check-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            probe.write_bytes(b"ok")
+            os.write(fd, b"ok")
         finally:
+            os.close(fd)
             probe.unlink(missing_ok=True)
 
 

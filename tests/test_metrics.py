@@ -184,7 +184,7 @@ def test_healthz_and_readyz_on_the_real_stack(monitored_stack):
     assert body["status"] == "ok" and body["failed"] == []
     assert {name: check["ok"] for name, check in body["checks"].items()} == {"database": True, "redis": True,
                                                                             "storage": True}
-    assert not list(stack.settings.resolved_storage_dir.glob(".readyz-*"))  # the probe file is removed
+    assert not list(stack.settings.resolved_storage_dir.glob(".check-*"))  # the probe file is removed
 
     # the same database and storage, but Redis unreachable: alive, not ready, and the metrics say which source
     from web import create_app

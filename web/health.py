@@ -18,9 +18,6 @@
 """
 from __future__ import annotations
 
-import os
-import uuid
-
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
@@ -60,23 +57,14 @@ def check_redis(settings: Settings) -> dict:
 
 
 def check_storage(settings: Settings) -> dict:
-    directory = settings.resolved_storage_dir
-    probe = directory / f".readyz-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """Whether the storage directory (with S3 storage: the local spool) takes new files."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, b"ok")
-        finally:
-            os.close(fd)
+        from har.storage import Storage
+
+        Storage(settings.resolved_storage_dir).check()
         return {"ok": True}
     except Exception as exc:  # noqa: BLE001
         return {"ok": False, "error": _error(exc)}
-    finally:
-        try:
-            probe.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def check_bucket(settings: Settings) -> dict | None:
