@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from models.action.classifier import ActionClassifier  # noqa: E402
 from models.action.timeline import UNCERTAIN, classify_extraction, resample_track  # noqa: E402
 from models.hashing import sha256_file  # noqa: E402
+from models.pose.guided import CROP_IMGSZ, CROP_MARGIN  # noqa: E402
 from models.tracks import PoseExtraction  # noqa: E402
 
 DEFAULT_DIR = ROOT.parent / "shared" / "real-clips"
@@ -212,14 +213,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, seed, imgsz=None,
-        only=None, quiet=False, fps: float | None = None, mode: str = "guided", crop_imgsz: int | None = None,
-        crop_margin: float | None = None) -> list[dict]:
+        only=None, quiet=False, fps: float | None = None, mode: str = "guided", crop_imgsz: int = CROP_IMGSZ,
+        crop_margin: float = CROP_MARGIN) -> list[dict]:
     from models.pose import default_sample_fps
-    from models.pose.guided import CROP_IMGSZ, CROP_MARGIN
 
     fps = fps or default_sample_fps(classifier.fps)
-    crop_imgsz = crop_imgsz or CROP_IMGSZ
-    crop_margin = CROP_MARGIN if crop_margin is None else crop_margin
     from models.pose import load_pose_estimator
 
     kw = {"imgsz": imgsz} if imgsz else {}
@@ -272,8 +270,9 @@ def main(argv=None) -> int:
     p.add_argument("--stride", type=int, default=DEFAULT_STRIDE)
     p.add_argument("--imgsz", type=int, default=None, help="pose input size (default: the service's)")
     p.add_argument("--fps", type=float, default=None, help="sampling rate (default: the service's for this model)")
-    p.add_argument("--crop-imgsz", type=int, default=None, help="guided pose crop size (default: the service's)")
-    p.add_argument("--crop-margin", type=float, default=None, help="guided pose crop margin (default: the service's)")
+    p.add_argument("--crop-imgsz", type=int, default=CROP_IMGSZ, help="guided pose crop size (default: the service's)")
+    p.add_argument("--crop-margin", type=float, default=CROP_MARGIN,
+                   help="guided pose crop margin (default: the service's)")
     p.add_argument("--pose-mode", choices=("guided", "full"), default="guided",
                    help="person-guided crops (the service's default) or every frame whole")
     p.add_argument("--cache", default=str(CACHE))
@@ -298,13 +297,11 @@ def main(argv=None) -> int:
     rows = run(clip_dir, Path(a.cache), a.stride, classifier, seed, a.imgsz, a.only, a.quiet, a.fps, a.pose_mode,
                a.crop_imgsz, a.crop_margin)
     from models.pose import DEFAULT_IMGSZ, DEFAULT_RECT, default_sample_fps
-    from models.pose.guided import CROP_IMGSZ, CROP_MARGIN
     meta = {"model": f"{classifier.name} {classifier.version}", "threshold": classifier.uncertain_threshold,
             "dir": a.dir if a.dir != str(DEFAULT_DIR) else "../shared/real-clips", "stride": a.stride,
             "pose": f"YOLO11n-pose ONNX {a.imgsz or DEFAULT_IMGSZ}{' rect' if DEFAULT_RECT else ''} at "
                     f"{a.fps or default_sample_fps(classifier.fps):g} Hz, {a.pose_mode}"
-                    + (f" (crops {a.crop_imgsz or CROP_IMGSZ}, margin "
-                       f"{CROP_MARGIN if a.crop_margin is None else a.crop_margin:g})" if a.pose_mode == "guided" else ""),
+                    + (f" (crops {a.crop_imgsz}, margin {a.crop_margin:g})" if a.pose_mode == "guided" else ""),
             "command": "python bench/real_footage.py" + (f" {' '.join(argv)}" if argv else
                                                          (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""))}
     text = markdown(rows, meta)
