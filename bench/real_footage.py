@@ -25,6 +25,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from models.action.classifier import ActionClassifier  # noqa: E402
+from models.action.dataset import CLASSES  # noqa: E402
 from models.action.timeline import UNCERTAIN, classify_extraction, resample_track  # noqa: E402
 from models.hashing import sha256_file  # noqa: E402
 from models.pose.guided import CROP_IMGSZ, CROP_MARGIN  # noqa: E402
@@ -49,6 +51,32 @@ DEFAULT_STRIDE = 8  # the service's HAR_WINDOW_STRIDE default
 def read_labels(clip_dir: Path) -> list[tuple[str, str]]:
     with open(clip_dir / "labels.csv", newline="", encoding="utf-8") as fh:
         return [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+
+
+# HMDB51 file names: <video title>_<class>_<visible body part>_<camera motion>_<people>_<view>_<quality>_<n>
+_HMDB = re.compile(r"^(?P<video>.+?)_(?P<cls>[a-z_]+?)_[fhlu]_(?:cm|nm)_np\d+_(?:fr|ba|le|ri)_(?:bad|med|goo)_\d+$")
+
+
+def read_sources(clip_dir: Path) -> dict[str, str]:
+    """{clip path: its source}: the repository from ``sources.csv`` when it lists the clip."""
+    f = clip_dir / "sources.csv"
+    if not f.exists():
+        return {}
+    with open(f, newline="", encoding="utf-8") as fh:
+        return {r["path"]: r.get("repository") or "" for r in csv.DictReader(fh)}
+
+
+def source_of(path: str, sources: dict[str, str]) -> tuple[str, str]:
+    """(source, collection) of a clip: the repository ``sources.csv`` names (collection "other"); for an HMDB51
+    clip the video it was cut from (collection "hmdb51": its clips of one video share a source); otherwise the
+    clip's folder (one unlisted source per folder)."""
+    if sources.get(path):
+        return sources[path], "other"
+    stem = Path(path).stem
+    m = _HMDB.match(stem)
+    if m:
+        return f"hmdb51:{m.group('video')}", "hmdb51"
+    return f"unlisted:{Path(path).parent.as_posix() or '.'}", "other"
 
 
 def pose_key(video: Path, estimator, fps: float, mode: str, crop_imgsz: int, margin: float) -> str:
@@ -144,7 +172,7 @@ def pct(n: int, total: int) -> str:
 
 def threshold_sweep(rows: list[dict], thresholds=(0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)) -> list[str]:
     """Our main-person outcomes if the "uncertain" threshold were another (the probabilities are the model's)."""
-    truths = sorted({r["truth"] for r in rows})
+    truths = class_order(rows)
     L = ["| threshold | " + " | ".join(f"{t}: correct / wrong / uncertain" for t in truths) + " |",
          "|---|" + "---|" * len(truths)]
     for thr in thresholds:
@@ -164,20 +192,132 @@ def threshold_sweep(rows: list[dict], thresholds=(0.35, 0.4, 0.45, 0.5, 0.6, 0.7
     return L
 
 
+def class_order(rows: list[dict]) -> list[str]:
+    """The truths present, in the model's class order, then ``none``."""
+    present = {r["truth"] for r in rows}
+    return [c for c in CLASSES if c in present] + sorted(present - set(CLASSES))
+
+
+def source_mean(rows: list[dict], key: str) -> float | None:
+    """The share of correct outcomes averaged over sources (each source's own share, then the mean), so a source
+    with many clips counts as much as one with a single clip."""
+    per: dict[str, list[bool]] = collections.defaultdict(list)
+    for r in rows:
+        per[r.get("source") or r["clip"]].append(r[key] == "correct")
+    return sum(sum(v) / len(v) for v in per.values()) / len(per) if per else None
+
+
+def _groups(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """(name, rows) per truth in class order; clapping also split into its HMDB51 clips and the others when both
+    are present; then all."""
+    out = []
+    for t in class_order(rows):
+        rs = [r for r in rows if r["truth"] == t]
+        out.append((t, rs))
+        cols = {r.get("collection", "other") for r in rs}
+        if len(cols) > 1:
+            for col in sorted(cols):
+                out.append((f"{t} ({'HMDB51' if col == 'hmdb51' else 'other sources'})",
+                            [r for r in rs if r.get("collection", "other") == col]))
+    out.append(("all", list(rows)))
+    return out
+
+
 def summary_table(rows: list[dict]) -> list[str]:
-    """Outcomes per truth and in all, ours beside the original model's (Markdown lines)."""
-    ours_s, orig_s = summarize(rows, "ours_outcome"), summarize(rows, "orig_outcome")
-    any_s = summarize(rows, "ours_any_outcome")
-    truths = [t for t in sorted(ours_s) if t != "all"] + ["all"]
-    L = ["| truth | clips | model | " + " | ".join(OUTCOMES) + " | any person right |",
-         "|---|---|---|" + "---|" * len(OUTCOMES) + "---|"]
-    for t in truths:
-        n = sum(ours_s[t].values())
-        L.append(f"| {t} | {n} | ours | " + " | ".join(pct(ours_s[t][o], n) for o in OUTCOMES)
-                 + f" | {pct(any_s[t]['correct'], n)} |")
-        L.append("| | | original | " + " | ".join(pct(orig_s[t][o], n) if o != "uncertain" else "–"
-                                                   for o in OUTCOMES) + " | |")
+    """Outcomes per truth and in all, ours beside the original model's, with each class's distinct sources and the
+    correct share averaged over sources (Markdown lines)."""
+    L = ["| truth | clips | sources | model | " + " | ".join(OUTCOMES) + " | correct, mean over sources | any person right |",
+         "|---|---|---|---|" + "---|" * len(OUTCOMES) + "---|---|"]
+    for name, rs in _groups(rows):
+        n = len(rs)
+        o = collections.Counter(r["ours_outcome"] for r in rs)
+        g = collections.Counter(r["orig_outcome"] for r in rs)
+        a = collections.Counter(r["ours_any_outcome"] for r in rs)
+        ns = len({r.get("source") or r["clip"] for r in rs})
+        so, sg = source_mean(rs, "ours_outcome"), source_mean(rs, "orig_outcome")
+        L.append(f"| {name} | {n} | {ns} | ours | " + " | ".join(pct(o[k], n) for k in OUTCOMES)
+                 + f" | {100 * so:.0f} % | {pct(a['correct'], n)} |")
+        L.append("| | | | original | " + " | ".join(pct(g[k], n) if k != "uncertain" else "–" for k in OUTCOMES)
+                 + f" | {100 * sg:.0f} % | |")
     return L
+
+
+PREDICTED = list(CLASSES) + [UNCERTAIN, "too short", "no person"]
+
+
+def confusion(rows: list[dict], key: str) -> tuple[list[str], list[str], list[list[int]]]:
+    """(truths, predicted labels, counts[truth][predicted]) of the main person's label (``ours_label`` or
+    ``orig_label``)."""
+    truths = class_order(rows)
+    m = [[0] * len(PREDICTED) for _ in truths]
+    for r in rows:
+        lab = r[key] or "no person"
+        m[truths.index(r["truth"])][PREDICTED.index(lab if lab in PREDICTED else "no person")] += 1
+    return truths, PREDICTED, m
+
+
+def confusion_markdown(rows: list[dict], key: str) -> list[str]:
+    truths, preds, m = confusion(rows, key)
+    used = [j for j in range(len(preds)) if any(row[j] for row in m) or j < len(CLASSES) + 1]
+    short = {"JUMPING": "JUMP", "JUMPING_JACKS": "JACKS", "BOXING": "BOX", "WAVING_2HANDS": "WAVE2",
+             "WAVING_1HAND": "WAVE1", "CLAPPING_HANDS": "CLAP"}
+    L = ["| truth \\ label | " + " | ".join(short.get(preds[j], preds[j]) for j in used) + " |",
+         "|---|" + "---|" * len(used)]
+    for t, row in zip(truths, m):
+        L.append(f"| {t} | " + " | ".join(f"**{row[j]}**" if preds[j] == t or (t == NONE and preds[j] == UNCERTAIN)
+                                           else str(row[j]) for j in used) + " |")
+    return L
+
+
+def confusion_png(rows: list[dict], path, titles=("ours", "original")) -> None:
+    """Both models' confusion matrices side by side as a picture (rows: truth; cells shaded by the share of the
+    truth's clips; the right answers outlined)."""
+    import cv2
+    import numpy as np
+
+    cell, left, top, gap = 46, 150, 160, 40
+    short = {"JUMPING": "jump", "JUMPING_JACKS": "jacks", "BOXING": "box", "WAVING_2HANDS": "wave2",
+             "WAVING_1HAND": "wave1", "CLAPPING_HANDS": "clap", UNCERTAIN: "uncert.", "too short": "short",
+             "no person": "nobody"}
+    panels = []
+    for key, title in zip(("ours_label", "orig_label"), titles):
+        truths, preds, m = confusion(rows, key)
+        h, w = top + cell * len(truths) + 10, left + cell * len(preds) + 10
+        img = np.full((h, w, 3), 255, np.uint8)
+        cv2.putText(img, title, (left, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
+        for j, p in enumerate(preds):
+            x = left + j * cell + cell // 2
+            org = (x - 6, top - 8)
+            tmp = np.full((cell * 2, 200, 3), 255, np.uint8)
+            cv2.putText(tmp, short.get(p, p), (2, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+            rot = cv2.rotate(tmp[:40, :110], cv2.ROTATE_90_COUNTERCLOCKWISE)
+            y0 = max(0, org[1] - rot.shape[0])
+            img[y0:y0 + rot.shape[0], org[0] - 28:org[0] - 28 + rot.shape[1]] = rot[: top - 8 - y0 if y0 == 0 else rot.shape[0]]
+        for i, (t, row) in enumerate(zip(truths, m)):
+            y = top + i * cell
+            n = max(1, sum(row))
+            cv2.putText(img, f"{short.get(t, t)} ({sum(row)})", (8, y + cell // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+            for j, v in enumerate(row):
+                x = left + j * cell
+                shade = int(255 - 200 * v / n)
+                right = preds[j] == t or (t == NONE and preds[j] == UNCERTAIN)
+                colour = (shade, 255, shade) if right else (shade, shade, 255)
+                cv2.rectangle(img, (x, y), (x + cell - 2, y + cell - 2), colour if v else (245, 245, 245), -1)
+                if right:
+                    cv2.rectangle(img, (x, y), (x + cell - 2, y + cell - 2), (0, 120, 0), 2)
+                if v:
+                    cv2.putText(img, str(v), (x + 8, y + cell // 2 + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0),
+                                1, cv2.LINE_AA)
+        panels.append(img)
+    H = max(p.shape[0] for p in panels)
+    out = np.full((H, sum(p.shape[1] for p in panels) + gap, 3), 255, np.uint8)
+    x = 0
+    for p in panels:
+        out[:p.shape[0], x:x + p.shape[1]] = p
+        x += p.shape[1] + gap
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), out)
 
 
 def header(rows: list[dict], meta: dict) -> list[str]:
@@ -188,25 +328,23 @@ def header(rows: list[dict], meta: dict) -> list[str]:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    truths = sorted({r["truth"] for r in rows})
     L = [f"# Real-footage benchmark: {meta['model']} vs the original app's GRU", ""] + header(rows, meta) + [""]
     L += summary_table(rows)
-    # confusion of the main person's label per truth
-    L += ["", "Main-person labels (ours / original):", "", "| truth | ours | original |", "|---|---|---|"]
-    for t in truths:
-        o = collections.Counter(r["ours_label"] or "no person" for r in rows if r["truth"] == t)
-        g = collections.Counter(r["orig_label"] or "no person" for r in rows if r["truth"] == t)
-        L.append(f"| {t} | " + ", ".join(f"{k} {v}" for k, v in o.most_common()) + " | "
-                 + ", ".join(f"{k} {v}" for k, v in g.most_common()) + " |")
+    L += ["", "Main person's label, ours (rows: truth; bold: the right answer; for `none`, uncertain):", ""]
+    L += confusion_markdown(rows, "ours_label")
+    L += ["", "The original model's:", ""] + confusion_markdown(rows, "orig_label")
+    if meta.get("picture"):
+        L += ["", f"![confusion matrices]({meta['picture']})"]
     L += ["", f"Our main-person outcomes at other \"uncertain\" thresholds (the model card's is {meta['threshold']:g}; "
           "for `none` clips, correct = uncertain):", ""] + threshold_sweep(rows)
     L += ["", "<details><summary>Per clip</summary>", "",
-          "| clip | truth | s | tracks | ours (main) | conf | any person | original | conf |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| clip | source | truth | s | tracks | ours (main) | conf | any person | original | conf |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         oc = "" if r["ours_conf"] is None else f"{100 * r['ours_conf']:.0f} %"
         gc = "" if r["orig_conf"] is None else f"{100 * r['orig_conf']:.0f} %"
-        L.append(f"| {r['clip']} | {r['truth']} | {r['duration_s']:.1f} | {r['tracks']} | {r['ours_label']} | {oc} | "
+        L.append(f"| {r['clip']} | {r.get('source', '')} | {r['truth']} | {r['duration_s']:.1f} | {r['tracks']} | "
+                 f"{r['ours_label']} | {oc} | "
                  f"{', '.join(r['ours_all']) or '–'} | {r['orig_label']} | {gc} |")
     L += ["", "</details>", ""]
     return "\n".join(L)
@@ -223,6 +361,7 @@ def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, 
     kw = {"imgsz": imgsz} if imgsz else {}
     estimator = load_pose_estimator("onnx", **kw)  # the service's threads (results may differ in the last bits)
     rows = []
+    sources = read_sources(clip_dir)
     for path, truth in read_labels(clip_dir):
         if only and not any(s in path for s in only):
             continue
@@ -236,7 +375,8 @@ def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, 
             orig_label = "too short"
         truth_any = UNCERTAIN if truth == NONE else truth
         any_ok = (truth_any in labels) if truth != NONE else (bool(labels) and all(x == UNCERTAIN for x in labels))
-        row = {"clip": path, "truth": truth,
+        source, collection = source_of(path, sources)
+        row = {"clip": path, "truth": truth, "source": source, "collection": collection,
                "duration_s": float(ex.meta.get("duration_s") or 0.0), "tracks": len(ex.tracks),
                "ours_label": label, "ours_conf": conf, "ours_all": labels, "ours_probs": probs,
                "ours_outcome": outcome(label, truth),
@@ -252,7 +392,7 @@ def run(clip_dir: Path, cache: Path, stride: int, classifier: ActionClassifier, 
 
 def update_card(card_path: Path, classifier: ActionClassifier, rows: list[dict], meta: dict) -> None:
     """Write the results into the model card (JSON, then its Markdown), for this model file only."""
-    from models.action.train import card_markdown
+    from models.action.card import card_markdown
 
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card["real_footage"] = {"model_sha256": classifier.sha256, "header": header(rows, meta),
@@ -279,6 +419,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="only clips whose path contains one of these")
     p.add_argument("--markdown", default=None, help="write the Markdown report here")
     p.add_argument("--json", default=None, help="write per-clip rows here")
+    p.add_argument("--picture", default=None, help="write the confusion matrices as a PNG here (default with "
+                   "--markdown: real_footage_confusion.png beside it)")
     p.add_argument("--update-card", action="store_true", help="write the results into the action model's card")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
@@ -304,6 +446,10 @@ def main(argv=None) -> int:
                     + (f" (crops {a.crop_imgsz}, margin {a.crop_margin:g})" if a.pose_mode == "guided" else ""),
             "command": "python bench/real_footage.py" + (f" {' '.join(argv)}" if argv else
                                                          (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""))}
+    picture = a.picture or (str(Path(a.markdown).with_name("real_footage_confusion.png")) if a.markdown else None)
+    if picture:
+        confusion_png(rows, picture)
+        meta["picture"] = os.path.relpath(picture, Path(a.markdown).parent) if a.markdown else picture
     text = markdown(rows, meta)
     print(text.split("<details>")[0])
     if a.markdown:

@@ -92,10 +92,16 @@ def cmd_train(args) -> int:
         print(f"error: training needs the training extra (pip install -r requirements-train.txt): {exc}",
               file=sys.stderr)
         return 2
-    if not args.data and not args.synthetic:
-        print("error: give --data DIR (RNN-HAR-2D-Pose format) or --synthetic", file=sys.stderr)
-        return 2
-    report = train(args.out, data_dir=args.data, synthetic=args.synthetic, seed=args.seed, n_train=args.n_train,
+    real_dir = None
+    if not args.data and not args.synthetic:  # the shipped recipe: generated windows + the bundled real tracks
+        from .action.realdata import DATA_DIR
+        real_dir = args.real or DATA_DIR
+        if not (Path(real_dir) / "manifest.csv").exists():
+            print(f"error: no real tracks in {real_dir} (manifest.csv, tracks.npz); give --synthetic or --data DIR",
+                  file=sys.stderr)
+            return 2
+    report = train(args.out, data_dir=args.data, synthetic=True, real_dir=real_dir, cv_folds=args.cv_folds,
+                   seed=args.seed, n_train=args.n_train,
                    n_val=args.n_val, n_test=args.n_test, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
                    sparsity=args.sparsity, lr=args.lr, normalization=args.normalization,
                    progress=not args.quiet, threads=args.threads, max_steps=args.max_steps)
@@ -106,12 +112,30 @@ def cmd_train(args) -> int:
         "sizes_bytes": report["sizes_bytes"],
         "uncertain_threshold": report["calibration"]["threshold"],
         "checks": report["checks"],
+        "real_cross_validation": {k: {"clips": v["clips"], "correct": round(v["correct_share"], 3),
+                                      "wrong": round(v["wrong_share"], 3)}
+                                  for k, v in report["real"]["cross_validation"]["outcomes"].items()}
+        if report.get("real") and report["real"].get("cross_validation") else None,
         "seconds": round(report["timing_s"]["total"], 1),
         "out": str(args.out),
     }, indent=2))
     failed = [k for k, ok in report["checks"].items() if not ok]
     if failed:
         print(f"warning: checks failed: {', '.join(failed)}", file=sys.stderr)
+    return 0
+
+
+def cmd_real_tracks(args) -> int:
+    from .action.realdata import build_tracks
+
+    try:
+        res = build_tracks(args.manifest, args.videos, args.out, cache_dir=args.cache,
+                           progress=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"kept": res["kept"], "dropped": [list(d) for d in res["dropped"]], "summary": res["summary"]},
+                     indent=2))
     return 0
 
 
@@ -197,10 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
 
-    t = sub.add_parser("train", help="train + prune + export + quantize + evaluate the action model (torch)")
+    t = sub.add_parser("train", help="train + prune + export + quantize + evaluate the action model (torch); "
+                       "default: generated windows + the real tracks of models/data/real (the shipped model)")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--data", default=None, help="RNN-HAR-2D-Pose-database directory (X_train.txt, ...)")
-    src.add_argument("--synthetic", action="store_true", help="use the procedural generator")
+    src.add_argument("--synthetic", action="store_true", help="generated windows only (no real tracks)")
+    src.add_argument("--real", default=None, metavar="DIR",
+                     help="real tracks (manifest.csv + tracks.npz; default models/data/real) beside generated windows")
+    t.add_argument("--cv-folds", type=_number(int, 0), default=5,
+                   help="leave-groups-out cross-validation folds on the real clips (0 or 1: none)")
     t.add_argument("--out", default=DEFAULT_ACTION_OUT)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--n-train", type=int, default=2500, help="synthetic training windows per class")
@@ -215,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=None, help="cap optimizer steps per phase (smoke runs)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("real-tracks", help="extract the real training tracks (tracks.npz + manifest.csv) from "
+                       "the videos a manifest names (the service's pose stage; no torch)")
+    g.add_argument("--manifest", required=True, help="manifest CSV (models.action.realdata columns + local_file)")
+    g.add_argument("--videos", required=True, help="folder the manifest's local_file paths are relative to")
+    g.add_argument("--out", default="models/data/real")
+    g.add_argument("--cache", default="var/real-tracks-cache", help="pose extractions cached per video here")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=cmd_real_tracks)
 
     e = sub.add_parser("evaluate", help="evaluate an action model (onnxruntime)")
     e.add_argument("--model", default=None, help="default: the shipped int8 model")

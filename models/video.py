@@ -89,8 +89,66 @@ def _rotation(cap: cv2.VideoCapture) -> int:
     return int(round(rot)) % 360
 
 
+# Uncompressed codecs: every frame stands alone, so decoding order is display order and FFmpeg's timestamps are
+# right in any container (AVI included). Files in these codecs are read with PyAV, never OpenCV: OpenCV's reader
+# corrupts its heap and aborts the whole process on some uncompressed AVIs (the bgr24 rawvideo clips of the
+# Weizmann action data set, for one), which would take a web or pose worker down with it.
+_UNCOMPRESSED_CODECS = {"rawvideo", "v210", "r210", "v308", "v408", "v410", "yuv4", "ayuv", "bmp"}
+
+
+def _uncompressed_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s first video stream is uncompressed (read with PyAV, not OpenCV)."""
+    try:
+        import av
+    except ImportError:  # pragma: no cover - a runtime dependency
+        return False
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return False
+    try:
+        with av.open(str(p)) as c:
+            return bool(c.streams.video) and c.streams.video[0].codec_context.name in _UNCOMPRESSED_CODECS
+    except (av.error.FFmpegError, ValueError):
+        return False
+
+
+def _probe_av(path: str | os.PathLike) -> VideoInfo:
+    """:func:`probe_video` through PyAV (uncompressed video): size and rotation from the first decoded frame, the
+    length and rate from the packets' timestamps."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0]
+            tb = float(stream.time_base or 0.0)
+            pts = [int(pkt.pts) for pkt in c.demux(stream) if pkt.size and pkt.pts is not None]
+            c.seek(0)
+            frame = next((f for pkt in c.demux(stream) for f in _decode(pkt)), None)
+            rate = stream.average_rate or stream.guessed_rate
+    except (av.error.FFmpegError, ValueError):
+        raise VideoError("This file is not a video we can read (unknown format, or the file is damaged "
+                         "or incomplete).") from None
+    if frame is None:
+        raise VideoError("The video has no frames that can be decoded (the file may be incomplete or damaged).")
+    img = _displayed(frame)
+    height, width = img.shape[:2]
+    count = len(pts)
+    if count < 2:
+        raise VideoError("The file holds a single still image, not a video.")
+    span = (max(pts) - min(pts)) * tb if tb else 0.0
+    fps = (count - 1) / span if span > 0 else (float(rate) if rate else 0.0)
+    duration = count / fps if fps > 0 else 0.0
+    if not duration > 0:
+        raise VideoError("The video has zero duration.")
+    rotation = (-int(round(frame.rotation or 0))) % 360
+    return VideoInfo(int(width), int(height), float(fps), int(count), float(duration), rotation,
+                     stream.codec_context.name)
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Facts about a video; raises :class:`VideoError` if it is not usable."""
+    if _uncompressed_stream(path):
+        return _probe_av(path)
     cap = _open(path)
     try:
         ok, frame = cap.read()
@@ -228,6 +286,8 @@ def sample_frames(path: str | os.PathLike, target_fps: float | None = None, thre
     """
     plan = _plan_av(path, target_fps, needed)
     if plan is None:
+        if _uncompressed_stream(path):  # PyAV could not plan it (no timestamps): never hand it to OpenCV
+            raise VideoError("This file is not a video we can read (its frames carry no timestamps).")
         frames = _sample_cv2(path, target_fps, threads)
         if size is None:
             yield from frames
@@ -261,7 +321,8 @@ def _plan_av(path: str | os.PathLike, target_fps: float | None,
     pts: list[int] = []
     try:
         with av.open(str(p)) as c:
-            if not c.streams.video or not _PTS_CONTAINERS & set(c.format.name.split(",")):
+            if not c.streams.video or not (_PTS_CONTAINERS & set(c.format.name.split(","))
+                                           or c.streams.video[0].codec_context.name in _UNCOMPRESSED_CODECS):
                 return None
             stream = c.streams.video[0]
             tb = float(stream.time_base or 0.0)

@@ -379,3 +379,26 @@ def test_probe_distrusts_missing_or_bogus_frame_rate(people_30fps, monkeypatch, 
     assert info.frame_count == 90
     assert info.duration_s == pytest.approx(3.0, rel=1e-3)
     assert expected_sample_count(info, 22.0) == 66 == len(list(sample_frames(people_30fps, 22.0)))
+
+
+@needs_ffmpeg
+def test_uncompressed_avi_is_read_with_pyav_never_opencv(tmp_path, monkeypatch):
+    """Uncompressed (rawvideo) AVI: OpenCV's reader aborts the process on some of these files, so probing and
+    sampling go through PyAV, whose timestamps are right for codecs without inter-frame prediction."""
+    import models.video as video
+
+    src = make_people_video(tmp_path / "a.mp4", seconds=1.0, fps=25.0, size=(180, 144))
+    raw = tmp_path / "raw.avi"
+    _ffmpeg("-i", src, "-c:v", "rawvideo", "-pix_fmt", "bgr24", raw)
+
+    def no_opencv(*a, **k):
+        raise AssertionError("OpenCV's reader must not open an uncompressed video")
+
+    monkeypatch.setattr(video, "_open", no_opencv)
+    monkeypatch.setattr(video, "_sample_cv2", no_opencv)
+    info = video.probe_video(raw)
+    assert (info.width, info.height, info.frame_count, info.codec) == (180, 144, 25, "rawvideo")
+    assert info.fps == pytest.approx(25.0)
+    frames = list(video.sample_frames(raw, 12.5))
+    assert len(frames) == 13 and frames[0][2].shape == (144, 180, 3)
+    assert [round(t * 25) for _, t, _ in frames][:4] == [0, 2, 4, 6]

@@ -93,6 +93,28 @@ def cut_windows(frames: np.ndarray, starts: list[int], padded: bool, window: int
     return np.stack([frames[s:s + window] for s in starts])
 
 
+def prepare_track(times: np.ndarray, keypoints: np.ndarray, layout, model_layout, fps: float,
+                  src_fps: float | None, min_keypoint_conf: float) -> tuple[np.ndarray, np.ndarray]:
+    """A track's keypoints as the action model sees them: joints below ``min_keypoint_conf`` missing, mapped from
+    ``layout`` to ``model_layout`` by joint name, resampled at the model's ``fps``. Returns (grid_times (G,),
+    (G, K, 3)). The timeline and the real training windows (:mod:`models.action.realdata`) both use it, so the
+    model is trained on exactly what it is shown."""
+    k = np.asarray(keypoints, np.float32)
+    if k.shape[-1] == 2:  # no confidence channel: (0, 0) = missing
+        k = np.concatenate([k, np.any(k != 0, -1, keepdims=True).astype(np.float32)], -1)
+    k = np.where((k[..., 2:3] >= min_keypoint_conf) & (k[..., 2:3] > 0), k, 0).astype(np.float32)
+    k = remap(k, layout, model_layout)
+    return resample_track(times, k, fps, src_fps)
+
+
+def classifiable_windows(frames: np.ndarray, window: int, stride: int) -> tuple[list[int], bool]:
+    """:func:`window_plan` over resampled frames (G, K, 3), keeping only windows with enough frames that show a
+    person (:data:`MIN_FILLED_FRACTION` of them with :data:`MIN_JOINTS_PER_FRAME` joints)."""
+    filled = (frames[..., 2] > 0).sum(-1) >= MIN_JOINTS_PER_FRAME
+    starts, padded = window_plan(len(frames), window, stride)
+    return [s for s in starts if filled[s:s + window].mean() >= MIN_FILLED_FRACTION], padded
+
+
 def smooth_labels(labels: list[str]) -> list[str]:
     """Remove one-window flickers: A B A -> A A A."""
     out = list(labels)
@@ -165,15 +187,8 @@ def _classify_track(track: PoseTrack, layout, classifier, classes, W, fps, strid
     start_s, end_s = float(track.times[0]), float(track.times[-1]) + frame_dt
     if end_s - start_s < min_s - 1e-6:
         return None
-    k = np.asarray(track.keypoints, np.float32)
-    if k.shape[-1] == 2:  # no confidence channel: (0, 0) = missing
-        k = np.concatenate([k, np.any(k != 0, -1, keepdims=True).astype(np.float32)], -1)
-    k = np.where((k[..., 2:3] >= kconf) & (k[..., 2:3] > 0), k, 0).astype(np.float32)
-    k = remap(k, layout, classifier.layout)
-    grid, kr = resample_track(track.times, k, fps, src_fps)
-    filled = (kr[..., 2] > 0).sum(-1) >= MIN_JOINTS_PER_FRAME
-    starts, padded = window_plan(len(grid), W, stride)
-    starts = [s for s in starts if filled[s:s + W].mean() >= MIN_FILLED_FRACTION]
+    grid, kr = prepare_track(track.times, track.keypoints, layout, classifier.layout, fps, src_fps, kconf)
+    starts, padded = classifiable_windows(kr, W, stride)
     if not starts:
         return None
     wins = cut_windows(kr, starts, padded, W)
