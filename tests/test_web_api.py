@@ -735,3 +735,22 @@ def test_delete_and_rerun_on_postgresql(tmp_path, clip, postgres_url, enqueued):
         assert row_counts(settings) == (0, 0, 0) and stored_files(settings) == []
     finally:
         dispose_engines()
+
+
+def test_a_job_keeps_the_action_model_version_it_ran_with(client, settings):
+    """A new action model does not rewrite history: a job classified by an earlier version is still served with
+    the version that produced its result."""
+    import json as _json
+
+    from models.action.classifier import DEFAULT_MODEL, find_card
+    current = _json.loads(find_card(DEFAULT_MODEL).read_text())["version"]
+    assert current != "1.3.0"
+    job_id = add_done_job(settings, action_model="gru_har 1.3.0")
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id)
+        result = dict(job.result)
+        result["models"] = dict(result["models"], action={"name": "gru_har", "version": "1.3.0", "sha256": "b" * 64})
+        job.result = result
+    body = client.get(f"/api/jobs/{job_id}").json
+    assert body["models"]["action"]["version"] == "1.3.0"
+    assert body["action_model"] == "gru_har 1.3.0"

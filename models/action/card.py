@@ -22,7 +22,8 @@ from .trainset import (
 
 
 def make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, variants, cal, *, name: str,
-              version: str, test_time_mirror: bool, threshold_floor: float, real_target_precision: float) -> dict:
+              version: str, test_time_mirror: bool, threshold_floor: float, real_target_precision: float,
+              real_none_rejected: float) -> dict:
     files = {v: {"path": Path(p).name, "sha256": sha256_file(p), "bytes": os.path.getsize(p)}
              for v, p in variants.items()}
     if data_dir is None:
@@ -44,8 +45,8 @@ def make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, var
         training_data = {"kind": "RNN-HAR-2D-Pose-database", "path": str(data_dir), "seed": seed}
     if report.get("real"):
         training_data["kind"] = "synthetic + real tracks"
-        training_data["real"] = {"dir": "models/data/real", "summary": report["real"]["summary"],
-                                 "manifest": "models/data/real/manifest.csv"}
+        training_data["real"] = {"dir": report["real"]["dir"], "summary": report["real"]["summary"],
+                                 "manifest": f"{report['real']['dir']}/manifest.csv"}
     t = report["metrics"]["test"]
     return {
         "name": name, "version": version, "task": "human action recognition from 2D pose windows",
@@ -86,9 +87,10 @@ def make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, var
             f"threshold = lowest confidence in [{threshold_floor:.2f}, 0.99] (step 0.01) at which accepted tracks "
             f"are >= {cal['target_precision']:.0%} right. The same threshold marks single windows uncertain "
             "(windows_at_threshold: what it does on validation windows)"
-            + (f". With real clips: also their out-of-fold person scores from the leave-groups-out cross-validation, "
-               f"accepted ones ('none' clips count as errors) >= {real_target_precision:.0%} right; the higher of the "
-               "two thresholds (real_out_of_fold, synthetic_threshold)" if cal.get("real_out_of_fold") else "")
+            + (". With real clips: also their out-of-fold person scores from the leave-groups-out cross-validation: "
+               f"the lowest threshold at which >= {real_none_rejected:.0%} of the 'none' clips are uncertain and the "
+               f"accepted action clips are >= {real_target_precision:.0%} right; the higher of the two thresholds "
+               "(real_out_of_fold, synthetic_threshold)" if cal.get("real_out_of_fold") else "")
             if cal.get("level", "").startswith("person") else
             "int8 model on validation windows counted per window; threshold = lowest confidence in [0.50, 0.99] "
             f"(step 0.01) at which accepted windows are >= {cal['target_precision']:.0%} correct")),
@@ -209,8 +211,14 @@ def card_markdown(c: dict) -> str:
               "Main-person outcomes at other thresholds (correct / wrong / uncertain):", "", *rf["threshold_sweep"], ""]
     rt = c.get("real_training")
     if rt:
-        L += ["## Real training clips", "", "| label | clips | groups (sources) | seconds |", "|---|---|---|---|"]
-        L += [f"| {k} | {v['clips']} | {v['groups']} | {v['seconds']} |" for k, v in rt["summary"].items()]
+        win = rt.get("windows", {})
+        L += ["## Real training clips", "", f"`{rt['dir']}/manifest.csv`; windows every "
+              f"{rt.get('window_stride', '')} frames at 22 Hz, as recorded (and with the clips also played at "
+              f"{', '.join(f'{t:g}' for t in rt.get('tempos', []))}x)", "",
+              "| label | clips | groups (sources) | seconds | windows as recorded | windows, all tempos |",
+              "|---|---|---|---|---|---|"]
+        L += [f"| {k} | {v['clips']} | {v['groups']} | {v['seconds']} | {win.get(k, {}).get('as_recorded', '')} | "
+              f"{win.get(k, {}).get('all_tempos', '')} |" for k, v in rt["summary"].items()]
         cv = rt.get("cross_validation")
         if cv:
             L += ["", f"Cross-validated ({cv['folds']} folds, {cv['method']}), at the threshold below:", "",

@@ -110,3 +110,31 @@ def calibrate_threshold(probs: np.ndarray, y: np.ndarray, target_precision: floa
         "idle_windows_rejected": float((~acc[~act]).mean()) if (~act).any() else None,
         "n_action": int(act.sum()), "n_idle": int((~act).sum()),
     }
+
+
+def calibrate_rejection(probs: np.ndarray, y: np.ndarray, none_rejected: float = 0.9, action_precision: float = 0.9,
+                        floor: float = 0.5) -> dict:
+    """Lowest confidence threshold at which at least ``none_rejected`` of the no-action items (``y`` = -1) are
+    rejected and the accepted action items (``y`` >= 0) are at least ``action_precision`` right. For people's
+    scores on real clips, where "uncertain" is the right answer for someone doing none of the actions."""
+    conf = probs.max(1)
+    act = y >= 0
+    correct = (probs.argmax(1) == y) & act
+    grid = np.round(np.arange(floor, 0.996, 0.01), 2)
+    chosen = float(grid[-1])
+    for t in grid:
+        acc = conf >= t
+        rej = float((~acc[~act]).mean()) if (~act).any() else 1.0
+        prec = float(correct[acc & act].mean()) if (acc & act).any() else 1.0
+        if rej >= none_rejected and prec >= action_precision:
+            chosen = float(t)
+            break
+    acc = conf >= chosen
+    return {
+        "threshold": chosen, "none_rejected_target": none_rejected, "action_precision_target": action_precision,
+        "none_rejected": float((~acc[~act]).mean()) if (~act).any() else None,
+        "action_precision_accepted": float(correct[acc & act].mean()) if (acc & act).any() else 0.0,
+        "action_coverage": float(acc[act].mean()) if act.any() else 0.0,
+        "action_correct": float((correct & acc)[act].mean()) if act.any() else 0.0,
+        "n_action": int(act.sum()), "n_none": int((~act).sum()),
+    }

@@ -86,7 +86,7 @@ def sparsity_of(weights: dict) -> dict:
 
 
 def fit(model, X: np.ndarray, Xf: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int,
-        batch: int = 64, masks: dict | None = None, desc: str = "train", progress: bool = True,
+        batch: int = 128, masks: dict | None = None, desc: str = "train", progress: bool = True,
         max_steps: int | None = None, n_classes: int = len(CLASSES)) -> list[float]:
     """Adam + one-cycle LR; each sample is mirrored (left/right swapped) with probability 1/2.
 

@@ -86,7 +86,8 @@ def write_manifest(path, rows: list[dict]) -> None:
 
 
 def save_tracks(path, clips: list[RealClip], header: dict) -> None:
-    """Write clips to a compressed ``.npz``: float32 times, float16 keypoints (sub-pixel at video sizes)."""
+    """Write clips to a compressed ``.npz``: float32 times, float16 keypoints (within half a pixel on frames up to
+    2048 px, far below a pose detector's own error)."""
     arrays = {}
     for c in clips:
         arrays[f"{c.clip_id}.t"] = np.asarray(c.times, np.float32)

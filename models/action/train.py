@@ -29,7 +29,7 @@ from . import synth
 from .card import card_markdown, make_card, report_markdown
 from .crossval import assign_folds, person_outcomes
 from .dataset import CLASSES, WINDOW
-from .evaluate import calibrate_threshold, latency, metrics, onnx_probs
+from .evaluate import calibrate_rejection, calibrate_threshold, latency, metrics, onnx_probs
 from .export import build_onnx, quantize_int8, save_onnx
 from .network import apply_masks, fit, magnitude_masks, make_model, set_seeds, sparsity_of, state_numpy, torch_probs
 from .trainset import (
@@ -37,6 +37,7 @@ from .trainset import (
     P_ARTEFACTS_TRAIN,
     P_LOW_RATE,
     P_SHORT,
+    REAL_STRIDE,
     REAL_TEMPOS,
     RealPool,
     featurize,
@@ -54,10 +55,11 @@ VERSION = "2.0.0"
 TEST_TIME_MIRROR = True
 # The "uncertain" threshold is calibrated on what a user is shown: a person's label, the mean of the window
 # probabilities over the person's track (models.action.timeline): on synthetic person tracks (accepted ones
-# >= TARGET_PRECISION right) and, with real data, on the real clips' out-of-fold scores (accepted ones, "none"
-# clips counting as errors, >= REAL_TARGET_PRECISION right); the higher of the two thresholds is taken.
+# >= TARGET_PRECISION right) and, with real data, on the real clips' out-of-fold scores (>= REAL_NONE_REJECTED of the
+# "none" clips uncertain, the accepted action clips >= REAL_TARGET_PRECISION right); the higher threshold is taken.
 TARGET_PRECISION = 0.98
 REAL_TARGET_PRECISION = 0.90
+REAL_NONE_REJECTED = 0.90
 THRESHOLD_FLOOR = 0.35
 # real windows drawn per class (and for "none") per synthetic training window of a class
 REAL_PER_SYNTHETIC = 1.0
@@ -117,7 +119,7 @@ def cross_validate(clips, f: dict, y_synth: np.ndarray, k: int, seed: int, epoch
 
 def calibrate(int8_path, data: dict, normalization: str, mirror, clips, oof) -> dict:
     """The "uncertain" threshold: synthetic person tracks (TARGET_PRECISION) and, where given, the real clips'
-    out-of-fold person scores (REAL_TARGET_PRECISION); the higher threshold."""
+    out-of-fold person scores (REAL_NONE_REJECTED, REAL_TARGET_PRECISION); the higher threshold."""
     tracks, track_y = data["cal_tracks"]["tracks"], data["cal_tracks"]["y"]
     cal = calibrate_threshold(track_probs(int8_path, tracks, normalization, mirror), track_y,
                               target_precision=TARGET_PRECISION, floor=THRESHOLD_FLOOR)
@@ -127,15 +129,25 @@ def calibrate(int8_path, data: dict, normalization: str, mirror, clips, oof) -> 
         if have:
             rp = np.stack([oof[i] for i in have])
             ry = np.array([clips[i].y for i in have])
-            real = calibrate_threshold(rp, ry, target_precision=REAL_TARGET_PRECISION, floor=THRESHOLD_FLOOR)
+            real = calibrate_rejection(rp, ry, none_rejected=REAL_NONE_REJECTED, action_precision=REAL_TARGET_PRECISION,
+                                       floor=THRESHOLD_FLOOR)
             cal["synthetic_threshold"] = cal["threshold"]
             cal["real_out_of_fold"] = real
             cal["threshold"] = max(cal["threshold"], real["threshold"])
     return cal
 
 
-def train(out_dir, data_dir=None, synthetic: bool = True, real_dir=None, seed: int = 0, n_train: int = 2500,
-          n_val: int = 150, n_test: int = 300, epochs: int = 24, finetune_epochs: int = 4, sparsity: float = 0.5,
+def _shown_path(path) -> str:
+    """``path`` relative to the repository when it lies inside it (the card names no machine's folders)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def train(out_dir, data_dir=None, synthetic: bool = True, real_dir=None, seed: int = 0, n_train: int = 1500,
+          n_val: int = 150, n_test: int = 300, epochs: int = 20, finetune_epochs: int = 4, sparsity: float = 0.5,
           lr: float = 3e-3, normalization: str = "auto", progress: bool = True, threads: int = 2,
           max_steps: int | None = None, latency_runs: int = 200, keep_pruned: bool = False,
           cv_folds: int = DEFAULT_CV_FOLDS) -> dict:
@@ -294,7 +306,8 @@ def train(out_dir, data_dir=None, synthetic: bool = True, real_dir=None, seed: i
             for i, w in zip(have, np.split(p, np.cumsum([len(t) for t in tracks])[:-1])):
                 fitted[i] = w.mean(0)
         labels, groups = [c.label for c in clips], [c.group for c in clips]
-        real = {"dir": str(real_dir), "summary": summary(clips), "pool_windows": len(pool),
+        real = {"dir": _shown_path(real_dir), "summary": summary(clips), "windows": pool.windows_per_label(),
+                "window_stride": REAL_STRIDE, "pool_windows": len(pool),
                 "drawn_windows": int(len(real_idx)), "tempos": list(REAL_TEMPOS),
                 "training_fit": person_outcomes(fitted, labels, groups, classes, cal["threshold"])}
         if cv is not None:
@@ -315,7 +328,7 @@ def train(out_dir, data_dir=None, synthetic: bool = True, real_dir=None, seed: i
     else:
         regenerate = f"python -m models train --synthetic --seed {seed} --out {out_dir}"
     report = {
-        "model": NAME, "version": VERSION, "data": data["source"] + (f" + real tracks ({real_dir})" if clips else ""),
+        "model": NAME, "version": VERSION, "data": data["source"] + (f" + real tracks ({_shown_path(real_dir)})" if clips else ""),
         "seed": seed,
         "splits": {k: int(len(v[1])) for k, v in data.items() if isinstance(v, tuple)},
         "normalization": normalization, "normalization_comparison": comparison,
@@ -329,7 +342,7 @@ def train(out_dir, data_dir=None, synthetic: bool = True, real_dir=None, seed: i
         "real": real,
         "timing_s": {"data": t_data, "cross_validation": t_cv, "train": t_train, "finetune": t_finetune,
                      "total": t_total},
-        "hyperparameters": {"epochs": epochs, "finetune_epochs": finetune_epochs, "lr": lr, "batch": 64,
+        "hyperparameters": {"epochs": epochs, "finetune_epochs": finetune_epochs, "lr": lr, "batch": 128,
                             "dropout": 0.2, "optimizer": "Adam, one-cycle LR",
                             "augmentation": "horizontal flip with left/right joint swap (p=0.5), feature noise; "
                                             f"{P_SHORT:.0%} of the windows of every split are short clips "
@@ -365,7 +378,7 @@ def train(out_dir, data_dir=None, synthetic: bool = True, real_dir=None, seed: i
     shipped = {v: p for v, p in variants.items() if v != "pruned" or keep_pruned}
     card = make_card(report, data_dir, seed, n_train, n_val, n_test, normalization, shipped, cal,
                      name=NAME, version=VERSION, test_time_mirror=TEST_TIME_MIRROR, threshold_floor=THRESHOLD_FLOOR,
-                     real_target_precision=REAL_TARGET_PRECISION)
+                     real_target_precision=REAL_TARGET_PRECISION, real_none_rejected=REAL_NONE_REJECTED)
     if not keep_pruned:  # an intermediate: int8 is quantized from it; metrics and hash are in the report
         Path(pruned_path).unlink()
     (out / f"{NAME}.card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..layouts import flip_horizontal, remap
 from . import synth
-from .dataset import FRAME_H, FRAME_W, WINDOW, load_split
+from .dataset import CLASSES, FRAME_H, FRAME_W, WINDOW, load_split
 from .dataset import LAYOUT as FILE_LAYOUT
 from .evaluate import onnx_probs
 from .features import MAX_GAP, mirror_features, window_features
@@ -154,7 +154,7 @@ class RealPool:
 
         rng = np.random.default_rng(seed)
         self.clips = list(clips)
-        xs, ys, idx = [], [], []
+        xs, ys, idx, tp = [], [], [], []
         for i, c in enumerate(self.clips):
             for tempo in (tempos if augment else (1.0,)):
                 w = clip_windows(c, WINDOW, fps, stride, MODEL_LAYOUT, MIN_KEYPOINT_CONF, tempo)
@@ -166,11 +166,13 @@ class RealPool:
                 xs.append(f)
                 ys += [c.y] * len(f)
                 idx += [i] * len(f)
+                tp += [tempo] * len(f)
         F = 2 * 17
         self.x = np.concatenate(xs).astype(np.float32) if xs else np.zeros((0, WINDOW, F), np.float32)
         self.xf = mirror_features(self.x, MODEL_LAYOUT, "person") if len(self.x) else self.x.copy()
         self.y = np.asarray(ys, np.int64)
         self.clip = np.asarray(idx, np.int64)
+        self.tempo = np.asarray(tp, np.float64)
         self.weight = np.zeros(len(self.y))
         labels = {c.label for c in self.clips}
         for lab in labels:
@@ -185,6 +187,15 @@ class RealPool:
 
     def __len__(self) -> int:
         return int(len(self.y))
+
+    def windows_per_label(self) -> dict:
+        """Per label: the windows of the clips as recorded (tempo 1) and in the whole pool (every tempo)."""
+        out = {}
+        for c in sorted({c.label for c in self.clips}, key=lambda lab: (lab == "none", lab)):
+            y = -1 if c == "none" else list(CLASSES).index(c)
+            m = self.y == y
+            out[c] = {"as_recorded": int((m & (self.tempo == 1.0)).sum()), "all_tempos": int(m.sum())}
+        return out
 
     def draw(self, n_per_label: dict, rng: np.random.Generator) -> np.ndarray:
         """Window indices: ``n_per_label[y]`` windows of each label y (with replacement, by weight)."""

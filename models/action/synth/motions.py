@@ -19,6 +19,12 @@ def _phase(rng, t: np.ndarray, hz: float) -> np.ndarray:
     return rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.cumsum(hz * mod * dt)
 
 
+# share of waving sequences done with the whole arm swinging overhead (the rest sway the forearm)
+P_WHOLE_ARM_WAVE = 0.35
+# share of boxing sequences with guard pauses between punches
+P_BOX_PAUSES = 0.5
+
+
 def _targets(action: int, t: np.ndarray, s: dict, rng: np.random.Generator) -> dict:
     """Per-frame targets in the body frame (x = person's left, y up, z toward the camera).
 
@@ -100,21 +106,47 @@ def _targets(action: int, t: np.ndarray, s: dict, rng: np.random.Generator) -> d
         hop = rng.uniform(0.02, 0.06) * np.abs(np.sin(ph))
         out["root_y"] = hop
         out["airborne"] = hop
-    elif action == 2:  # BOXING: guard at the chin, alternating straight punches
+    elif action == 2:  # BOXING: guard at the chin, punches (straight, hook or uppercut) between guard pauses
+        kind = rng.choice(3, p=[0.5, 0.3, 0.2])  # straight punches, hooks, uppercuts
+        # real boxers do not punch on a metronome: some cycles are spent in the guard, bouncing
+        rest = rng.random() < P_BOX_PAUSES
+        gate = (np.sin(ph / rng.integers(2, 4) + rng.uniform(0, 2 * np.pi)) > rng.uniform(-0.2, 0.4)) if rest else one > 0
         for side, off in (("l", 0.0), ("r", np.pi)):
-            p = np.maximum(np.sin(ph + off), 0) ** rng.uniform(1.5, 3.0)
+            p = np.maximum(np.sin(ph + off), 0) ** rng.uniform(1.5, 3.0) * gate
             guard = np.array([0.02 * arm, rng.uniform(0.02, 0.10), 0.22 * arm])
             reach = rng.uniform(0.80, 0.95) * arm * min(amp, 1.05)
-            punch = np.array([-0.45 * s["shoulder_w"], rng.uniform(-0.02, 0.04), reach])
-            out[f"wrist_{side}"] = guard[None] + p[:, None] * (punch - guard)[None]
+            if kind == 0:
+                punch = np.array([-0.45 * s["shoulder_w"], rng.uniform(-0.02, 0.04), reach])
+                path = p[:, None] * (punch - guard)[None]
+            elif kind == 1:  # hook: the fist swings out and round in a horizontal arc at head height
+                a = np.pi * p
+                path = np.stack([0.35 * arm * np.sin(a) - 0.3 * s["shoulder_w"] * p, 0.02 * p,
+                                 0.45 * arm * p], -1)
+            else:  # uppercut: the fist drops, then drives up in front of the chest
+                path = np.stack([-0.2 * s["shoulder_w"] * p, 0.18 * arm * np.sin(2 * np.pi * p - np.pi / 2) * p,
+                                 0.35 * arm * p], -1)
+            out[f"wrist_{side}"] = guard[None] + path
             out[f"pole_{side}"] = np.tile([0.8, -0.6, 0.0], (T, 1))
-        pl = np.maximum(np.sin(ph), 0)
-        pr = np.maximum(np.sin(ph + np.pi), 0)
+        pl = np.maximum(np.sin(ph), 0) * gate
+        pr = np.maximum(np.sin(ph + np.pi), 0) * gate
         out["twist"] = np.deg2rad(rng.uniform(6, 18)) * (pl - pr)
         out["root_y"] = 0.008 * np.sin(2 * ph)
         st = 0.5 * s["hip_w"]
         out["ankle_l"] = np.stack([st * one, -0.97 * leg * one, (0.12 if s["guard"] == "orthodox" else -0.08) * one], -1)
         out["ankle_r"] = np.stack([st * one, -0.97 * leg * one, (-0.08 if s["guard"] == "orthodox" else 0.12) * one], -1)
+    elif action in (3, 4) and rng.random() < P_WHOLE_ARM_WAVE:
+        # WAVING with the whole arm: raised high and swung in an arc over the head (a signal to someone far away,
+        # the KTH "handwaving"), the elbow nearly straight; two hands mirror each other. The legs stay put.
+        sides = ("l", "r") if action == 3 else (("r",) if s["hand"] == "right" else ("l",))
+        centre = np.deg2rad(rng.uniform(120, 150))
+        sw = np.deg2rad(rng.uniform(20, 45) * amp)
+        fwd = rng.uniform(0.0, 0.3)
+        for side in sides:
+            a = centre + sw * np.sin(ph + (0.0 if side == "l" or s["mirror_2hands"] else np.pi))
+            r = rng.uniform(0.85, 0.98) * arm
+            out[f"wrist_{side}"] = np.stack([np.sin(a) * r, -np.cos(a) * r, fwd * arm * one], -1)
+            out[f"pole_{side}"] = np.tile([0.3, -0.3, -1.0], (T, 1))
+        out["head_tilt"] = 0.02 * np.sin(ph)
     elif action in (3, 4):  # WAVING: forearm up, hand sways side to side
         sides = ("l", "r") if action == 3 else (("r",) if s["hand"] == "right" else ("l",))
         for side in sides:

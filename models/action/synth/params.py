@@ -6,7 +6,7 @@ import numpy as np
 
 from ..dataset import FRAME_H
 
-GENERATOR_VERSION = "1.3"
+GENERATOR_VERSION = "1.4"
 IDLE = -1  # pseudo-label for idle / transition frames
 
 # (low, high) ranges; the test split samples from ``test`` ranges, given as lists of intervals.
