@@ -232,11 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave-groups-out cross-validation folds on the real clips (0 or 1: none)")
     t.add_argument("--out", default=DEFAULT_ACTION_OUT)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--n-train", type=int, default=1500, help="synthetic training windows per class (and real windows drawn "
+    t.add_argument("--n-train", type=int, default=2500, help="synthetic training windows per class (and real windows drawn "
                    "per class)")
     t.add_argument("--n-val", type=int, default=150)
     t.add_argument("--n-test", type=int, default=300)
-    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--epochs", type=int, default=24)
     t.add_argument("--finetune-epochs", type=int, default=4)
     t.add_argument("--sparsity", type=float, default=0.5)
     t.add_argument("--lr", type=float, default=3e-3)

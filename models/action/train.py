@@ -146,8 +146,8 @@ def _shown_path(path) -> str:
         return str(path)
 
 
-def train(out_dir, data_dir=None, synthetic: bool = True, real_dir=None, seed: int = 0, n_train: int = 1500,
-          n_val: int = 150, n_test: int = 300, epochs: int = 20, finetune_epochs: int = 4, sparsity: float = 0.5,
+def train(out_dir, data_dir=None, synthetic: bool = True, real_dir=None, seed: int = 0, n_train: int = 2500,
+          n_val: int = 150, n_test: int = 300, epochs: int = 24, finetune_epochs: int = 4, sparsity: float = 0.5,
           lr: float = 3e-3, normalization: str = "auto", progress: bool = True, threads: int = 2,
           max_steps: int | None = None, latency_runs: int = 200, keep_pruned: bool = False,
           cv_folds: int = DEFAULT_CV_FOLDS) -> dict:
