@@ -98,9 +98,13 @@ def test_train_command_smoke(tmp_path, capsys):
     assert (tmp_path / "gru_har_int8.onnx").exists() and (tmp_path / "gru_har.card.json").exists()
 
 
-def test_train_command_needs_a_data_source(capsys):
+def test_train_command_needs_its_real_tracks(tmp_path, capsys):
+    """Without --data or --synthetic, training uses the real tracks (models/data/real by default): a folder
+    without them is a clear error, not a model trained on something else."""
     pytest.importorskip("torch")
-    assert main(["train", "--out", "unused"]) == 2
+    assert main(["train", "--real", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "no real tracks" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @need_models
