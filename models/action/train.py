@@ -44,6 +44,7 @@ from .trainset import (
     holdout_split,
     load_data,
     real_track_windows,
+    track_means,
     track_probs,
 )
 
@@ -84,15 +85,15 @@ def _fit_set(f: dict, y_synth: np.ndarray, pool: RealPool | None, idx: np.ndarra
     return x, xf, y
 
 
-def _person_probs_torch(model, tracks: list[np.ndarray], mirror: bool) -> list[np.ndarray]:
+def _person_probs_torch(model, tracks: list[np.ndarray], mirror: bool) -> list[np.ndarray | None]:
     from .features import mirror_features
-    if not tracks:
-        return []
-    x = np.concatenate(tracks)
+    x = np.concatenate(tracks) if tracks else np.zeros((0, WINDOW, 0), np.float32)
+    if not len(x):
+        return [None] * len(tracks)
     p = torch_probs(model, x)
     if mirror:
         p = (p + torch_probs(model, mirror_features(x, MODEL_LAYOUT, "person"))) / 2
-    return [w.mean(0) for w in np.split(p, np.cumsum([len(t) for t in tracks])[:-1])]
+    return track_means(p, tracks)
 
 
 def cross_validate(clips, f: dict, y_synth: np.ndarray, k: int, seed: int, epochs: int, lr: float, progress: bool,
@@ -110,10 +111,8 @@ def cross_validate(clips, f: dict, y_synth: np.ndarray, k: int, seed: int, epoch
         m = make_model(F, C)
         x, xf, y = _fit_set(f, y_synth, pool, _real_draw(pool, n_train, seed + j))
         fit(m, x, xf, y, epochs, lr, seed, desc=f"cv fold {j + 1}/{k}", progress=progress, max_steps=max_steps)
-        for i in te:
-            tracks, _ = real_track_windows([clips[i]])
-            if tracks:
-                oof[i] = _person_probs_torch(m, tracks, TEST_TIME_MIRROR)[0]
+        for i, p in zip(te, _person_probs_torch(m, real_track_windows([clips[i] for i in te]), TEST_TIME_MIRROR)):
+            oof[i] = p
     return {"folds": folds.tolist(), "oof": oof}
 
 
@@ -298,13 +297,9 @@ def train(out_dir, data_dir=None, synthetic: bool = True, real_dir=None, seed: i
     # on its own training clips (for information: how well it fits them)
     real = None
     if clips:
-        tracks, _ = real_track_windows(clips)
-        have = [i for i, c in enumerate(clips) if real_track_windows([c])[0]]
-        fitted = [None] * len(clips)
-        if tracks:
-            p = onnx_probs(int8_path, np.concatenate(tracks), mirror=mirror)
-            for i, w in zip(have, np.split(p, np.cumsum([len(t) for t in tracks])[:-1])):
-                fitted[i] = w.mean(0)
+        tracks = real_track_windows(clips)
+        x = np.concatenate(tracks)
+        fitted = track_means(onnx_probs(int8_path, x, mirror=mirror), tracks) if len(x) else [None] * len(clips)
         labels, groups = [c.label for c in clips], [c.group for c in clips]
         real = {"dir": _shown_path(real_dir), "summary": summary(clips), "windows": pool.windows_per_label(),
                 "window_stride": REAL_STRIDE, "pool_windows": len(pool),

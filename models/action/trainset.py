@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layouts import flip_horizontal, remap
+from ..layouts import flip_horizontal, get_layout, remap
 from . import synth
 from .dataset import CLASSES, FRAME_H, FRAME_W, WINDOW, load_split
 from .dataset import LAYOUT as FILE_LAYOUT
@@ -138,7 +138,14 @@ def calibration_tracks(seed: int, split: str = "val", per_class: int = CALIBRATI
 def track_probs(path, tracks: list[np.ndarray], normalization: str, mirror=None) -> np.ndarray:
     """A person's probabilities per track: the mean over its windows (as the timeline labels a person)."""
     p = onnx_probs(path, featurize(np.concatenate(tracks), normalization), mirror=mirror)
-    return np.stack([w.mean(0) for w in np.split(p, np.cumsum([len(t) for t in tracks])[:-1])])
+    return np.stack(track_means(p, tracks))
+
+
+def track_means(probs: np.ndarray, tracks: list[np.ndarray]) -> list[np.ndarray | None]:
+    """Split window probabilities (of ``tracks``' windows, concatenated in order) back per track and average each:
+    a person's probabilities as the timeline labels them; None for a track with no window."""
+    parts = np.split(probs, np.cumsum([len(t) for t in tracks])[:-1]) if tracks else []
+    return [w.mean(0) if len(w) else None for w in parts]
 
 
 # --- real tracks
@@ -167,7 +174,7 @@ class RealPool:
                 ys += [c.y] * len(f)
                 idx += [i] * len(f)
                 tp += [tempo] * len(f)
-        F = 2 * 17
+        F = 2 * len(get_layout(MODEL_LAYOUT))
         self.x = np.concatenate(xs).astype(np.float32) if xs else np.zeros((0, WINDOW, F), np.float32)
         self.xf = mirror_features(self.x, MODEL_LAYOUT, "person") if len(self.x) else self.x.copy()
         self.y = np.asarray(ys, np.int64)
@@ -222,15 +229,10 @@ def _rotate_stretch(f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.where(present, r, 0.0).astype(np.float32).reshape(N, W, F)
 
 
-def real_track_windows(clips, stride: int = CALIBRATION_STRIDE, fps: float = 22.0) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each clip as the model-layout windows the timeline classifies (the service's stride; no augmentation) and
-    its label (-1 = none); clips with no classifiable window are left out."""
+def real_track_windows(clips, stride: int = CALIBRATION_STRIDE, fps: float = 22.0) -> list[np.ndarray]:
+    """Each clip as the features of the windows the timeline classifies (the service's stride; no augmentation),
+    in the clips' order; (0, window, F) for a clip with no classifiable window."""
     from .realdata import clip_windows
 
-    tracks, ys = [], []
-    for c in clips:
-        w = clip_windows(c, WINDOW, fps, stride, MODEL_LAYOUT, MIN_KEYPOINT_CONF)
-        if len(w):
-            tracks.append(window_features(w, MODEL_LAYOUT, "person", max_gap=MAX_GAP))
-            ys.append(c.y)
-    return tracks, np.asarray(ys, np.int64)
+    return [window_features(clip_windows(c, WINDOW, fps, stride, MODEL_LAYOUT, MIN_KEYPOINT_CONF), MODEL_LAYOUT,
+                            "person", max_gap=MAX_GAP) for c in clips]
