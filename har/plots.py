@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 from markupsafe import Markup, escape
 
-from .reports import format_percent, label_colour, pretty_label
+from .labels import format_percent, label_colour, pretty_label
 
 SVG_NS = "http://www.w3.org/2000/svg"
 VIEW_W, VIEW_H = 1000, 100      # units of the nested viewBox the lines are drawn in

@@ -50,33 +50,20 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from models.hashing import sha256_file
 
+from .labels import (  # noqa: F401 (re-exported: the reports' names for them)
+    LABEL_COLOURS,
+    PRETTY_LABELS,
+    UNKNOWN_COLOUR,
+    format_percent,
+    label_colour,
+    pretty_label,
+    text_colour_on,
+)
+from .plots import probability_svg
+
 REPORT_FORMAT = "har.report/1"
 
 CLASS_NAMES = ("JUMPING", "JUMPING_JACKS", "BOXING", "WAVING_2HANDS", "WAVING_1HAND", "CLAPPING_HANDS")
-
-# Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
-LABEL_COLOURS = {
-    "JUMPING": "#E69F00",
-    "JUMPING_JACKS": "#56B4E9",
-    "BOXING": "#009E73",
-    "WAVING_2HANDS": "#F0E442",
-    "WAVING_1HAND": "#0072B2",
-    "CLAPPING_HANDS": "#D55E00",
-    "uncertain": "#9E9E9E",
-}
-UNKNOWN_COLOUR = "#CC79A7"
-
-PRETTY_LABELS = {
-    "JUMPING": "Jumping",
-    "JUMPING_JACKS": "Jumping jacks",
-    "BOXING": "Boxing",
-    "WAVING_2HANDS": "Waving two hands",
-    "WAVING_1HAND": "Waving one hand",
-    "CLAPPING_HANDS": "Clapping",
-    "uncertain": "Uncertain",
-    "too_short": "Too short to classify",
-    "no_person": "No person",
-}
 
 CSV_COLUMNS = ("job_id", "track_id", "row_type", "label", "start_s", "end_s", "duration_s", "confidence", "frames")
 
@@ -89,36 +76,6 @@ FILENAMES = {"json": "report.json", "csv": "report.csv", "html": "report.html"}
 
 
 # --------------------------------------------------------------------------- formatting helpers
-def format_percent(value: float | None) -> str:
-    """A probability as a whole percentage for people: 0.97 -> "97 %"; None -> "–"."""
-    if value is None:
-        return "–"
-    pct = max(0.0, min(1.0, float(value))) * 100.0
-    return f"{pct:.0f} %"
-
-
-def pretty_label(label: str | None) -> str:
-    if not label:
-        return "–"
-    return PRETTY_LABELS.get(label, label.replace("_", " ").capitalize())
-
-
-def label_colour(label: str | None) -> str:
-    return LABEL_COLOURS.get(label or "", UNKNOWN_COLOUR)
-
-
-def text_colour_on(label: str | None) -> str:
-    """Black or white text, whichever reads better on the label's colour."""
-    hex_ = label_colour(label).lstrip("#")
-    r, g, b = (int(hex_[i:i + 2], 16) / 255 for i in (0, 2, 4))
-
-    def lin(c):
-        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
-
-    lum = 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
-    return "#000000" if lum > 0.179 else "#FFFFFF"
-
-
 def timing_name(key: str) -> str:
     """A timings key for people: "pose_wait_s" -> "pose wait"."""
     key = str(key)
@@ -185,8 +142,6 @@ def timeline_duration(result: dict[str, Any] | None, fallback: float | None = No
 def timeline_rows(result: dict[str, Any] | None, fallback_duration: float | None = None) -> list[dict[str, Any]]:
     """Per person, the segments as percentages of the timeline width (for CSS or SVG), and ``plot``: the
     SVG of the person's window probabilities over the same time range (``""`` for results without windows)."""
-    from .plots import probability_svg  # har.plots uses this module's colours and labels
-
     duration = timeline_duration(result, fallback_duration)
     classes = list((result or {}).get("classes") or CLASS_NAMES)
     threshold = ((result or {}).get("params") or {}).get("uncertain_threshold")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
 
-from har.storage import (
+from har.storage_base import (
     BaseStorage,
     NotStored,
     StagedUpload,

@@ -455,7 +455,7 @@ def test_temporary_folders_of_stopped_processes_are_removed(backend):
     dead.wait()
     work = backend.storage.spool_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
-    from har.storage import _temp_dir_host
+    from har.storage_base import _temp_dir_host
 
     host = _temp_dir_host()
     stale = work / f"job-1-@{host}@p{dead.pid}-abc123"

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from markupsafe import Markup, escape
 
-from har import reports
+from har import labels, reports
 
 
 def format_datetime(value: datetime | None) -> str:
@@ -33,10 +33,10 @@ def inline_code(text: str | None) -> Markup:
 
 def register_filters(app) -> None:
     app.jinja_env.filters.update(
-        pct=reports.format_percent,
-        pretty=reports.pretty_label,
-        colour=reports.label_colour,
-        text_colour=reports.text_colour_on,
+        pct=labels.format_percent,
+        pretty=labels.pretty_label,
+        colour=labels.label_colour,
+        text_colour=labels.text_colour_on,
         secs=reports.format_seconds,
         timing=reports.timing_name,
         timings_in_order=reports.timings_in_order,
