@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlparse
 from har.storage_base import (  # noqa: F401 (the storage interface and its helpers, re-exported)
     CHUNK,
     BaseStorage,
+    Changed,
     NotStored,
     StagedUpload,
     StorageError,
@@ -99,7 +100,8 @@ class Storage(BaseStorage):
             return None
         return StoredObject(key=str(key), size=st.st_size, etag=None, last_modified=st.st_mtime)
 
-    def open_read(self, key: str) -> BinaryIO:
+    def open_read(self, key: str, etag: str | None = None) -> BinaryIO:
+        # a local file is replaced by renaming a new one into place: an open reader keeps reading the old one
         try:
             return open(self.path(key), "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):

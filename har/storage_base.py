@@ -36,6 +36,10 @@ class NotStored(StorageError, FileNotFoundError):
     """The key names nothing stored."""
 
 
+class Changed(StorageError):
+    """The stored file was replaced while it was being read (its ETag no longer matches)."""
+
+
 class UploadTooLarge(StorageError):
     def __init__(self, limit: int):
         super().__init__(f"the upload is larger than {limit // (1024 * 1024)} MB")
@@ -185,9 +189,11 @@ class BaseStorage:
         info = self.stat(key)
         return None if info is None else info.size
 
-    def open_read(self, key: str) -> BinaryIO:
+    def open_read(self, key: str, etag: str | None = None) -> BinaryIO:
         """A seekable binary reader of the stored file (raises :class:`NotStored`). S3: nothing is fetched until
-        the first read, which fetches from the current position on (a ranged GET)."""
+        the first read, which fetches from the current position on (a ranged GET); with ``etag`` (from
+        :meth:`stat`) every GET is pinned to that version of the object, and a read after the object was replaced
+        raises :class:`Changed` instead of returning bytes of another version."""
         raise NotImplementedError
 
     def read_bytes(self, key: str) -> bytes:

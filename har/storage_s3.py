@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from har.storage_base import (
     BaseStorage,
+    Changed,
     NotStored,
     StagedUpload,
     StorageError,
@@ -147,8 +148,8 @@ class S3Storage(BaseStorage):
         return StoredObject(key=key, size=int(head["ContentLength"]), etag=etag,
                             last_modified=head.get("LastModified"))
 
-    def open_read(self, key: str) -> BinaryIO:
-        return S3Reader(self.client, self.bucket, self.name(key))
+    def open_read(self, key: str, etag: str | None = None) -> BinaryIO:
+        return S3Reader(self.client, self.bucket, self.name(key), etag=etag)
 
     def _download(self, key: str, dest: Path) -> None:
         from botocore.exceptions import ClientError
@@ -212,11 +213,14 @@ class S3Storage(BaseStorage):
 
 class S3Reader(io.RawIOBase):
     """A seekable reader of one object. Nothing is fetched until the first read; a read fetches from the current
-    position to :meth:`limit` (or the end) with one ranged GET, streamed; a seek elsewhere starts another."""
+    position to :meth:`limit` (or the end) with one ranged GET, streamed; a seek elsewhere starts another. With
+    ``etag`` every request carries ``If-Match``: once the object is replaced (a re-rendered video, new reports), the
+    next request fails with :class:`~har.storage_base.Changed`, so one reader never mixes two versions' bytes."""
 
-    def __init__(self, client, bucket: str, name: str):
+    def __init__(self, client, bucket: str, name: str, etag: str | None = None):
         super().__init__()
         self._client, self._bucket, self._name = client, bucket, name
+        self._etag = etag
         self._pos = 0
         self._end: int | None = None  # exclusive
         self._size: int | None = None
@@ -233,7 +237,13 @@ class S3Reader(io.RawIOBase):
 
     def _length(self) -> int:
         if self._size is None:
-            self._size = int(self._client.head_object(Bucket=self._bucket, Key=self._name)["ContentLength"])
+            from botocore.exceptions import ClientError
+
+            try:
+                head = self._client.head_object(**self._args())
+            except ClientError as exc:
+                self._raise(exc)
+            self._size = int(head["ContentLength"])
         return self._size
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
@@ -261,7 +271,7 @@ class S3Reader(io.RawIOBase):
     def _open(self) -> None:
         from botocore.exceptions import ClientError
 
-        args = {"Bucket": self._bucket, "Key": self._name}
+        args = self._args()
         if self._pos or self._end is not None:
             args["Range"] = f"bytes={self._pos}-" + ("" if self._end is None else str(self._end - 1))
         try:
@@ -270,12 +280,23 @@ class S3Reader(io.RawIOBase):
             if _code(exc) == "InvalidRange":  # at or past the end
                 self._body = io.BytesIO(b"")
                 return
-            if is_missing(exc):
-                raise NotStored(f"{self._name!r} is not stored") from None
-            raise
+            self._raise(exc)
         self._body = resp["Body"]
         if self._size is None and "ContentRange" not in resp:
             self._size = int(resp.get("ContentLength") or 0)
+
+    def _args(self) -> dict:
+        args = {"Bucket": self._bucket, "Key": self._name}
+        if self._etag:
+            args["IfMatch"] = f'"{self._etag}"'
+        return args
+
+    def _raise(self, exc: BaseException):
+        if _code(exc) in ("PreconditionFailed", "412"):
+            raise Changed(f"{self._name!r} was replaced while it was being read") from None
+        if is_missing(exc):
+            raise NotStored(f"{self._name!r} is not stored") from None
+        raise exc
 
     def readinto(self, b) -> int:
         want = len(b)

@@ -38,7 +38,9 @@ def send_stored(storage, key: str, *, mimetype: str, download_name: str, as_atta
                          conditional=True, max_age=max_age)
     if info is None:
         return None
-    reader = storage.open_read(key)  # fetches nothing until the body is sent
+    # fetches nothing until the body is sent; pinned to the version whose size and ETag the headers state (an object
+    # replaced meanwhile, e.g. a re-rendered video, cuts the body short rather than mixing two versions' bytes)
+    reader = storage.open_read(key, etag=info.etag)
     # werkzeug's own file wrapper, not the server's (gunicorn's cannot seek: a range would be read, and fetched,
     # from the object's first byte and the bytes before it thrown away)
     environ = {k: v for k, v in request.environ.items() if k != "wsgi.file_wrapper"}
