@@ -129,6 +129,52 @@ def test_person_outcomes_count_per_label_and_per_group():
 torch = pytest.importorskip("torch")
 
 
+def test_a_two_hand_wave_is_derived_from_a_clean_one_hand_wave():
+    """The waving arm mirrored about the body onto the other shoulder: a WAVING_2HANDS clip of the same person and
+    source (so cross-validation keeps it with its original); nothing from clips that are not a clean one-hand wave."""
+    c = _clip("WAVING_1HAND", n=60, seed=3)
+    k = c.keypoints
+    (sh, el, wr), (osh, oel, owr) = realdata._ARMS
+    raised = [float((k[:, w, 1] < k[:, s_, 1]).mean()) for s_, _, w in realdata._ARMS]
+    if raised[0] > raised[1]:  # name the waving arm (the generator picks either)
+        (sh, el, wr), (osh, oel, owr) = (osh, oel, owr), (sh, el, wr)
+    d = realdata.derive_two_hand_wave(c)
+    assert d is not None and d.label == "WAVING_2HANDS" and d.group == c.group and d.y == CLASSES.index(d.label)
+    assert d.clip_id == c.clip_id + realdata.DERIVED_SUFFIX and d.meta["derived_from"] == c.clip_id
+    assert np.array_equal(d.times, c.times) and d.sampled_fps == c.sampled_fps
+    untouched = [j for j in range(17) if j not in (oel, owr)]
+    assert np.array_equal(d.keypoints[:, untouched], k[:, untouched])  # the real person, but the other forearm
+    ok = d.keypoints[:, owr, 2] > 0
+    assert ok.mean() > 0.8
+    assert (d.keypoints[ok, owr, 1] < d.keypoints[ok, osh, 1]).mean() >= 0.5  # the second hand is raised too
+    # mirrored: the new wrist lies on the other side of its shoulder, at the waving wrist's height above its own
+    side = np.sign(k[:, wr, 0] - k[:, sh, 0])
+    new_side = np.sign(d.keypoints[:, owr, 0] - d.keypoints[:, osh, 0])
+    assert (new_side[ok] == -side[ok]).mean() > 0.7
+    assert realdata.derive_two_hand_wave(c).keypoints.tobytes() == d.keypoints.tobytes()  # deterministic
+
+    both = _clip("WAVING_2HANDS", n=60, seed=3)
+    assert realdata.derive_two_hand_wave(realdata.RealClip("x", "WAVING_1HAND", "g", both.times, both.keypoints,
+                                                           both.sampled_fps)) is None  # both arms already up
+    assert realdata.derive_two_hand_wave(_clip("CLAPPING_HANDS", n=60)) is None
+    clips = [c, _clip("BOXING", n=60)]
+    more = realdata.with_derived(clips)
+    assert more[:2] == clips and [m.label for m in more[2:]] == ["WAVING_2HANDS"]
+
+
+def test_a_clip_without_classifiable_windows_gives_no_windows():
+    """A track where too few frames show the person yields no windows (and no error): training skips it, and its
+    cross-validation score is None, as the timeline leaves such a person unclassified."""
+    from models.action.features import window_features
+    from models.action.trainset import real_track_windows
+
+    sparse = _clip("BOXING", n=40)
+    sparse.keypoints[3:, :, 2] = 0  # the person seen in the first three frames only
+    w = real_track_windows([sparse, _clip("BOXING", n=60)])
+    assert w[0].shape[0] == 0 and w[0].shape[1:] == w[1].shape[1:] and len(w[1]) > 0
+    assert window_features(np.zeros((0, 32, 17, 3), np.float32), "openpose17").shape == (0, 32, 34)
+
+
 def test_train_on_a_small_slice_of_the_real_set(tmp_path):
     """``python -m models train --real DIR``: generated windows plus real tracks, cross-validated by source."""
     rows = realdata.read_manifest(DATA / "manifest.csv")
@@ -139,8 +185,13 @@ def test_train_on_a_small_slice_of_the_real_set(tmp_path):
             if r["label"] == lab and r["group"] not in seen and len(seen) < 3:
                 seen.add(r["group"])
                 keep.append(r)
+    every = realdata.load_clips(DATA)
+    # and a clip too short for any window (its out-of-fold score is None)
+    from models.action.trainset import real_track_windows
+    short = next(c for c, w in zip(every, real_track_windows(every)) if not len(w))
+    keep.append(next(r for r in rows if r["clip_id"] == short.clip_id))
     ids = {r["clip_id"] for r in keep}
-    clips = [c for c in realdata.load_clips(DATA) if c.clip_id in ids]
+    clips = [c for c in every if c.clip_id in ids]
     slice_dir = tmp_path / "real"
     realdata.save_tracks(slice_dir / "tracks.npz", clips, realdata.load_header(DATA / "tracks.npz"))
     realdata.write_manifest(slice_dir / "manifest.csv", keep)

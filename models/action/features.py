@@ -137,6 +137,10 @@ def window_features(kpts: np.ndarray, layout, normalization: str = "person",
     K = len(get_layout(layout))
     if kpts.shape[2] != K:
         raise ValueError(f"expected {K} joints for layout {layout!r}, got {kpts.shape[2]}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}")
+    if not len(kpts):  # no windows (a track too short or too sparse to classify)
+        return np.zeros((0, kpts.shape[1], 2 * K), np.float32)
     xy, present = fill_gaps(kpts, max_gap)
     if normalization == "frame":
         w, h = frame_size
