@@ -58,6 +58,7 @@ class Settings:
     classify_queue: str = "classify"
     report_queue: str = "classify"
     video_queue: str = "video"  # the annotated video: its own worker, so a render never holds up the next job
+    webhook_queue: str = "webhook"  # webhook deliveries (har/webhooks.py): their own worker, never behind a stage
     task_always_eager: bool = False
     # recovery: a stage is started at most max_attempts times; a running stage beats every heartbeat_s
     # and counts as dead after stale_after_s of silence; a job waiting in a queue longer than
@@ -87,6 +88,18 @@ class Settings:
     upload_rate: str = "60/hour"
     # reverse proxies in front of the web app whose X-Forwarded-For / -Proto are trusted (client IP, https)
     trusted_proxies: int = 0
+    # webhooks (har/webhooks.py): callback URLs on loopback, private and link-local addresses are refused unless
+    # webhook_allow_private; each attempt connects within webhook_connect_timeout_s and waits webhook_read_timeout_s
+    # for the answer; failed attempts (timeouts, connection errors, 5xx, 408/425/429) are retried after
+    # webhook_retry_base_s, doubled each time up to webhook_retry_max_s, until webhook_give_up_s after the first
+    webhook_allow_private: bool = False
+    webhook_connect_timeout_s: float = 5.0
+    webhook_read_timeout_s: float = 10.0
+    webhook_retry_base_s: float = 30.0
+    webhook_retry_max_s: float = 3 * 3600.0
+    webhook_give_up_s: float = 24 * 3600.0
+    # the service's base URL in webhooks' links (e.g. https://har.example.com); empty: the URL a job was submitted to
+    public_url: str = ""
     # scripts/run_local.py: a part that stops (Redis, a worker, the web server) is started again after
     # restart_delay_s, doubled after each quick exit up to restart_delay_max_s; a part that ran restart_stable_s
     # is well again (the pause and the count start over); restart_give_up quick exits in a row stop the service

@@ -81,6 +81,8 @@ def get_session_factory(settings: Settings | str | None = None) -> sessionmaker:
 def session_scope(settings: Settings | str | None = None) -> Iterator[Session]:
     """A session that commits when the block ends normally and rolls back on an exception."""
     session = get_session_factory(settings)()
+    if isinstance(settings, Settings):  # webhooks queued by this unit of work are sent after its commit
+        session.info["har_settings"] = settings
     try:
         yield session
         session.commit()

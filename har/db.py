@@ -116,6 +116,12 @@ class Job(Base):
     # Who submitted it (web/auth.py): "token:<api token name>" or "anon:<browser identity>"; null for jobs from
     # before owners were recorded (listed to nobody; only an admin token may delete or re-run them).
     owner: Mapped[str | None] = mapped_column(String(80))
+    # Webhooks (har/webhooks.py): where the job's events are POSTed (null: nowhere); the job's own key, for a job
+    # submitted without an API token (it signs the job's webhooks and is a bearer credential for this job only);
+    # the service's base URL seen at submission (the links in the webhooks' bodies)
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    job_key: Mapped[str | None] = mapped_column(String(64))
+    public_url: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -135,6 +141,8 @@ class Job(Base):
         back_populates="job", order_by=lambda: [Segment.track_id, Segment.start_s], cascade="all, delete-orphan"
     )
     reports: Mapped[list["Report"]] = relationship(back_populates="job", cascade="all, delete-orphan")
+    webhook_deliveries: Mapped[list["WebhookDelivery"]] = relationship(
+        back_populates="job", order_by="WebhookDelivery.id", cascade="all, delete-orphan", passive_deletes=True)
 
     @property
     def progress(self) -> float:
@@ -266,10 +274,41 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # webhooks (har/webhooks.py): the secret that signs the webhooks of this name's jobs, and the callback URL its
+    # jobs get when they name none
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+
+
+class WebhookDelivery(Base):
+    """One event of a job sent to its callback URL (har/webhooks.py): the body as sent, the state (pending,
+    delivered, failed), and every attempt (``attempt_log``: at, status_code, error, duration_ms, retry_in_s)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))  # job.done | job.failed | video.ready | video.failed
+    url: Mapped[str] = mapped_column(String(2048))
+    body: Mapped[str] = mapped_column(Text)  # the JSON document, byte for byte as signed and sent
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)  # the start of the receiver's last answer
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    redelivery_of: Mapped[int | None] = mapped_column(Integer)  # "send again" of this delivery
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    job: Mapped[Job] = relationship(back_populates="webhook_deliveries")
 
 
 Index("ix_jobs_created_at_id", Job.created_at.desc(), Job.id)
 Index("ix_jobs_owner_created_at", Job.owner, Job.created_at)
+Index("ux_jobs_job_key", Job.job_key, unique=True)
 
 
 def make_engine(url: str) -> Engine:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from har import webhooks
 from har.db import (
     CLASSIFYING,
     DONE,
@@ -216,6 +217,7 @@ def set_status(session: Session, job: Job, status: str, message: str | None = No
     if old == RENDERING:
         _end_video(job, failed=status == FAILED, reason=message)
         session.flush()
+        webhooks.record_event(session, job, webhooks.VIDEO_FAILED if status == FAILED else webhooks.VIDEO_READY)
         return True
     if status == RENDERING:
         job.video_status, job.video_error = VIDEO_RENDERING, None
@@ -235,6 +237,8 @@ def set_status(session: Session, job: Job, status: str, message: str | None = No
         job.stage = message[:64] if message else "done"
     session.add(JobEvent(job_id=job.id, status=status, message=message, at=now))
     session.flush()
+    if status in TERMINAL_STATES:  # the job's webhook (har/webhooks.py), sent once this transaction commits
+        webhooks.record_event(session, job, webhooks.JOB_DONE if status == DONE else webhooks.JOB_FAILED)
     return True
 
 

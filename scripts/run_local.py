@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the whole service on this machine: migrations, Redis, one worker per queue (pose, classify, video),
+"""Run the whole service on this machine: migrations, Redis, one worker per queue (pose, classify, video, webhook),
 the web app.
 
     python scripts/run_local.py            # http://127.0.0.1:8000 (HAR_PORT / --port to change)
@@ -295,11 +295,13 @@ def main(argv=None) -> int:
 
 
 def worker_queues(settings) -> dict[str, list[str]]:
-    """One worker per kind of work: pose, classify (with the reports) and video (the annotated videos); a
-    queue that another worker already consumes (the same name in two settings) is not started twice."""
+    """One worker per kind of work: pose, classify (with the reports), video (the annotated videos) and webhook (the
+    webhook deliveries); a queue that another worker already consumes (the same name in two settings) is not started
+    twice."""
     owner: dict[str, str] = {}
     for name, queue in (("pose", settings.pose_queue), ("classify", settings.classify_queue),
-                        ("classify", settings.report_queue), ("video", settings.video_queue)):
+                        ("classify", settings.report_queue), ("video", settings.video_queue),
+                        ("webhook", settings.webhook_queue)):
         owner.setdefault(queue, name)
     workers: dict[str, list[str]] = {}
     for queue, name in owner.items():

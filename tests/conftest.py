@@ -1,4 +1,4 @@
-"""Shared fixtures: a real redis-server, real Celery workers (one per queue: pose, classify, video), a migrated SQLite
+"""Shared fixtures: a real redis-server, real Celery workers (one per queue: pose, classify, video, webhook), a migrated SQLite
 database and a real PostgreSQL cluster, and the web app's test client on top.
 
 Everything is started once per test session in temporary directories and stopped at the end.
@@ -161,7 +161,8 @@ def postgres_url():
 
 # ------------------------------------------------------------------------------ the whole stack
 class Stack:
-    """Database + storage + real Celery workers (queues ``pose``, ``classify`` and ``video``) + the web app."""
+    """Database + storage + real Celery workers (queues ``pose``, ``classify``, ``video`` and ``webhook``) + the web
+    app."""
 
     def __init__(self, name: str, base: Path, database_url: str, redis_url: str, env: dict | None = None, *,
                  storage_url: str = "", s3_endpoint_url: str = "", **overrides):
@@ -188,6 +189,10 @@ class Stack:
             "HAR_REDIS_URL": redis_url,
             "HAR_POSE_IMGSZ": TEST_IMGSZ,
             "HAR_SECRET_KEY": "test-secret",
+            # webhooks to the tests' receivers on 127.0.0.1, retried after short waits
+            "HAR_WEBHOOK_ALLOW_PRIVATE": "1",
+            "HAR_WEBHOOK_RETRY_BASE_S": "0.5",
+            "HAR_WEBHOOK_RETRY_MAX_S": "4",
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
             "PYTHONUNBUFFERED": "1",
         })
@@ -199,7 +204,7 @@ class Stack:
                                                 storage_url=storage_url, s3_endpoint_url=s3_endpoint_url,
                                                 database_url=database_url, redis_url=redis_url,
                                                 pose_imgsz=int(TEST_IMGSZ), secret_key="test-secret",
-                                                task_always_eager=False,
+                                                task_always_eager=False, webhook_allow_private=True,
                                                 # no upload rate limit: the suite uploads from one address
                                                 # (tests/test_rate_limit.py covers the limit)
                                                 upload_rate="0"), **overrides})
@@ -236,7 +241,7 @@ class Stack:
     @property
     def queues(self) -> tuple[str, ...]:
         s = self.settings
-        return tuple(dict.fromkeys((s.pose_queue, s.classify_queue, s.report_queue, s.video_queue)))
+        return tuple(dict.fromkeys((s.pose_queue, s.classify_queue, s.report_queue, s.video_queue, s.webhook_queue)))
 
     def start(self, queues: tuple[str, ...] | None = None) -> "Stack":
         """Migrate the database and start one worker per queue (``queues``: only those; the others can be

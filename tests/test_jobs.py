@@ -306,6 +306,43 @@ def check_0004_down_and_up(url):
         conn.execute(text("DELETE FROM videos"))
 
 
+def check_0005_down_and_up(url):
+    """0005 adds the webhook columns of jobs and api_tokens and the webhook_deliveries table; tokens from before get a
+    webhook secret; its downgrade removes them and keeps the jobs (and their deliveries go with the table)."""
+    from sqlalchemy import text
+
+    downgrade_database(url, "0004")
+    with get_engine(url).begin() as conn:
+        conn.execute(text("INSERT INTO videos (id, path, original_filename, sha256, size_bytes, container, duration_s, "
+                          "fps, frame_count, width, height, rotation_deg, created_at) VALUES ('v5', 'uploads/a.mp4', "
+                          "'a.mp4', 'x', 1, 'mp4', 1.0, 30.0, 30, 64, 64, 0, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO jobs (id, video_id, status, frames_done, frames_total, params, timings, "
+                          "attempts, created_at, updated_at) VALUES ('j5', 'v5', 'done', 0, 30, '{}', '{}', 0, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO api_tokens (name, token_hash, admin, created_at) "
+                          "VALUES ('old', :h, false, CURRENT_TIMESTAMP)"), {"h": "e" * 64})
+    get_engine(url).dispose()
+    upgrade_database(url)
+    with get_engine(url).begin() as conn:
+        assert conn.execute(text("SELECT webhook_secret FROM api_tokens WHERE name = 'old'")).scalar().startswith(
+            "whsec_")
+        assert conn.execute(text("SELECT callback_url, job_key FROM jobs WHERE id = 'j5'")).one() == (None, None)
+        conn.execute(text("INSERT INTO webhook_deliveries (job_id, event, url, body, status, attempts, attempt_log, "
+                          "created_at, updated_at) VALUES ('j5', 'job.done', 'http://x', '{}', 'pending', 0, '[]', "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    downgrade_database(url, "0004")
+    get_engine(url).dispose()
+    insp = inspect(get_engine(url))
+    assert "webhook_deliveries" not in insp.get_table_names()
+    assert "job_key" not in {c["name"] for c in insp.get_columns("jobs")}
+    with get_engine(url).begin() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM jobs WHERE id = 'j5'")).scalar() == 1
+        conn.execute(text("DELETE FROM jobs WHERE id = 'j5'"))
+        conn.execute(text("DELETE FROM videos WHERE id = 'v5'"))
+        conn.execute(text("DELETE FROM api_tokens"))
+    upgrade_database(url)
+
+
 def test_migrations_upgrade_downgrade_sqlite(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -323,6 +360,7 @@ def test_migrations_upgrade_downgrade_sqlite(tmp_path):
     check_0002_down_and_up(url)
     check_0003_down_and_up(url)
     check_0004_down_and_up(url)
+    check_0005_down_and_up(url)
     downgrade_database(url, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     assert current_revision(url) is None
@@ -662,6 +700,7 @@ def test_migrations_upgrade_downgrade_postgres(postgres_url):
     check_0002_down_and_up(url)
     check_0003_down_and_up(url)
     check_0004_down_and_up(url)
+    check_0005_down_and_up(url)
     downgrade_database(url, "base")
     assert set(inspect(get_engine(url)).get_table_names()) <= {"alembic_version"}
     upgrade_database(url)

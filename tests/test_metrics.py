@@ -123,8 +123,8 @@ def test_metrics_and_logs_follow_jobs_through_the_real_stack(monitored_stack, pe
     # no worker consumes the video queue yet: the done job's render waits there, and is counted
     m = scrape(client)
     assert value(m, "har_queue_messages", queue="video") == 1
-    assert label_values(m, "har_queue_messages", "queue") == {"pose", "classify", "video"}
-    assert label_values(m, "har_queue_unacked_messages", "queue") == {"pose", "classify", "video"}
+    assert label_values(m, "har_queue_messages", "queue") == {"pose", "classify", "video", "webhook"}
+    assert label_values(m, "har_queue_unacked_messages", "queue") == {"pose", "classify", "video", "webhook"}
     assert value(m, "har_jobs_waiting", stage="video") == 1
     assert value(m, "har_annotated_videos", status="rendering") == 1
     check_job_states(m, stack.settings)

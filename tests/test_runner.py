@@ -86,7 +86,7 @@ class Runner:
 
     def wait_ready(self) -> None:
         self.wait_log(r"^\[run\] ready: open ", START_TIMEOUT_S, "the runner to be ready")
-        for name in ("pose", "classify", "video"):  # the workers are consuming their queues
+        for name in ("pose", "classify", "video", "webhook"):  # the workers are consuming their queues
             self.wait_log(rf"^\[{name}\] .* {name}@\S+ ready\.", START_TIMEOUT_S, f"the {name} worker")
 
     def stop(self) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -129,7 +130,9 @@ def test_upload_creates_queued_job(client, settings, enqueued, clip):
     r = upload(client, clip, "My clip.mp4", imgsz="480", fps="15", stride="4")
     assert r.status_code == 202, r.json
     body = r.json
-    assert set(body) == {"id", "status", "url", "status_url"}
+    # an anonymous client's job comes with its own key (shown only here), and no webhook unless asked for
+    assert set(body) == {"id", "status", "url", "status_url", "callback_url", "webhooks_url", "job_key"}
+    assert body["job_key"].startswith("hjk_") and body["callback_url"] is None
     assert body["status"] == "queued"
     assert r.headers["Location"] == body["status_url"] == f"/api/jobs/{body['id']}"
     assert body["url"] == f"/jobs/{body['id']}"
@@ -454,7 +457,8 @@ def test_openapi_documents_every_route(app, client):
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/"):
             continue
-        path = rule.rule.replace("<job_id>", "{job_id}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule) if "<fmt>" not in rule.rule else \
+            rule.rule.replace("<job_id>", "{job_id}")
         if "<fmt>" in path:
             expanded = [path.replace("<fmt>", f) for f in ("json", "csv", "html")]
         else:

@@ -118,6 +118,7 @@ def get_session():
     """The request's database session (closed when the request ends)."""
     if "db_session" not in g:
         g.db_session = current_app.extensions["har"]["session_factory"]()
+        g.db_session.info["har_settings"] = get_settings()  # webhooks queued by a request: sent after its commit
     return g.db_session
 
 

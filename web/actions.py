@@ -16,7 +16,7 @@ from har.jobs import delete_job as delete_job_rows
 
 from .auth import require_manager, require_submitter
 from .ratelimit import check_new_job
-from .uploads import UploadError, enqueue_or_fail, parse_params
+from .uploads import UploadError, enqueue_or_fail, parse_params, webhook_fields
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def rerun_job(job_id: str, form: Mapping[str, Any], settings, storage, session, 
     job stays.
 
     ``form``: optional imgsz / fps / stride (validated like an upload's); the ones not given keep the
-    old job's values. A new job: it needs a token under ``HAR_AUTH=required`` and counts against the rate limit."""
+    old job's values; ``callback_url`` likewise (the old job's when not given). A new job: it needs a token under
+    ``HAR_AUTH=required`` and counts against the rate limit."""
     params = parse_params(form)
     require_submitter(principal)
     job = _locked_job(session, job_id)
@@ -90,11 +91,30 @@ def rerun_job(job_id: str, form: Mapping[str, Any], settings, storage, session, 
                           "The uploaded video of this job is no longer stored, so it cannot be run again. "
                           "Upload the video again instead.")
     try:
+        webhook = webhook_fields(form, settings, principal, source=job)
         check_new_job(principal)  # 429 when over the limit
         new = create_rerun(session, job, params, owner=principal.owner)
+        for name, value in webhook.items():
+            setattr(new, name, value)
         session.commit()
     except BaseException:
         session.rollback()
         raise
     enqueue_or_fail(new, settings, session)
     return new
+
+
+def resend_webhook(job: Job, delivery_id: int, session):
+    """A new delivery of the event of ``job``'s delivery ``delivery_id`` (the manager was checked by the caller);
+    committed, and its task sent after the commit."""
+    from har import webhooks
+    from har.db import WebhookDelivery
+
+    delivery = session.get(WebhookDelivery, delivery_id)
+    if delivery is None or delivery.job_id != job.id:
+        raise UploadError(404, "not_found", f"Job {job.id} has no webhook delivery {delivery_id}.")
+    if not (job.callback_url or delivery.url):
+        raise UploadError(409, "no_callback_url", "This job has no callback URL.")
+    row = webhooks.resend(session, delivery)
+    session.commit()
+    return row

@@ -12,8 +12,8 @@ from har.db import DONE, FAILED, STATES, VIDEO_FAILED, VIDEO_RENDERING, Job
 from . import actions, auth, get_session, get_settings, get_storage, json_error, ratelimit
 from .downloads import send_stored
 from .openapi import openapi_document
-from .serialize import job_detail, job_summary
-from .uploads import UploadError, accept_upload, refuse_when_disk_low
+from .serialize import job_detail, job_summary, webhook_delivery
+from .uploads import UploadError, accept_upload, refuse_when_disk_low, webhook_fields
 
 bp = Blueprint("api", __name__)
 
@@ -42,8 +42,9 @@ def create_job():
     if "video" not in request.files:
         return json_error(400, "no_file", "Send the video as multipart/form-data in a field named 'video'.")
     try:
+        webhook = webhook_fields(request.form, get_settings(), principal)
         job = accept_upload(request.files["video"], request.form, get_settings(), get_storage(), get_session(),
-                            owner=principal.owner)
+                            owner=principal.owner, webhook=webhook)
     except UploadError as exc:
         extra = {"id": exc.job_id, "status_url": url_for("api.get_job", job_id=exc.job_id)} if exc.job_id else {}
         return json_error(exc.status, exc.error, exc.message, **extra)
@@ -51,13 +52,19 @@ def create_job():
 
 
 def _accepted(job: Job):
-    """202 for a new queued job: its id, page and status URL (also in ``Location``)."""
+    """202 for a new queued job: its id, page and status URL (also in ``Location``); for a job submitted without an
+    API token its own key (shown this once: it signs the job's webhooks and deletes or re-runs the job as
+    ``Authorization: Bearer <job_key>``); its callback URL."""
     body = {
         "id": job.id,
         "status": job.status,
         "url": url_for("ui.job_page", job_id=job.id),
         "status_url": url_for("api.get_job", job_id=job.id),
+        "callback_url": job.callback_url,
+        "webhooks_url": url_for("api.job_webhooks", job_id=job.id),
     }
+    if job.job_key:
+        body["job_key"] = job.job_key
     resp = jsonify(body)
     resp.status_code = 202
     resp.headers["Location"] = body["status_url"]
@@ -175,6 +182,45 @@ def rerun_job(job_id: str):
         resp.headers.update(getattr(exc, "headers", {}))  # 401 WWW-Authenticate, 429 Retry-After
         return resp
     return _accepted(job)
+
+
+def _managed_job(job_id: str, action: str):
+    """The job, when the client may manage it (its owner, its own key, an admin token); else an error response."""
+    job = _load_job(job_id)
+    if job is None:
+        return None, _not_found(job_id)
+    try:
+        auth.require_manager(auth.current_principal(), job, action)
+    except UploadError as exc:
+        return None, json_error(exc.status, exc.error, exc.message)
+    return job, None
+
+
+@bp.get("/jobs/<job_id>/webhooks")
+def job_webhooks(job_id: str):
+    """The job's webhook deliveries, oldest first, with every attempt (its owner's: the URL may hold a secret)."""
+    job, error = _managed_job(job_id, "see its webhook deliveries")
+    if error is not None:
+        return error
+    resp = jsonify({"job_id": job.id, "callback_url": job.callback_url,
+                    "items": [webhook_delivery(d) for d in job.webhook_deliveries]})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/jobs/<job_id>/webhooks/<int:delivery_id>/resend")
+def resend_webhook(job_id: str, delivery_id: int):
+    """Send a delivery's event again, as a new delivery to the job's callback URL (202)."""
+    job, error = _managed_job(job_id, "send its webhooks again")
+    if error is not None:
+        return error
+    try:
+        new = actions.resend_webhook(job, delivery_id, get_session())
+    except UploadError as exc:
+        return json_error(exc.status, exc.error, exc.message)
+    resp = jsonify(webhook_delivery(new))
+    resp.status_code = 202
+    return resp
 
 
 @bp.get("/jobs/<job_id>/report.<fmt>")

@@ -10,6 +10,10 @@ Every job belongs to whoever submitted it (``jobs.owner``):
   SameSite=Lax, Secure over https), signed with the app's secret key (``HAR_SECRET_KEY``, or the key generated
   once in ``HAR_DATA_DIR`` and shared by every process using that directory), so it survives restarts.
 
+- a job's own key (``Authorization: Bearer hjk_…``, returned once in the 202 of a submission without a token, and
+  signing the job's webhooks: har/webhooks.py) — manages that one job (delete, re-run, its webhook log), nothing
+  else; jobs it submits belong to that job's owner.
+
 Rules: the history (page and API) lists only the client's own jobs (a browser signed in with a token: the
 token's and the browser's); delete and re-run are for the owner, or an admin token (``--admin``), else 403;
 job pages, status, reports and the annotated video stay readable by anyone with the job's id (an unguessable
@@ -46,6 +50,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from har.db import ApiToken, utcnow
+from har.webhooks import JOB_KEY_PREFIX, new_webhook_secret
 
 from .uploads import UploadError
 
@@ -76,8 +81,9 @@ class Principal:
     owners: tuple[str, ...]  # the jobs it lists and manages
     token_name: str | None = None
     admin: bool = False
-    via: str = "cookie"  # bearer | session | cookie
+    via: str = "cookie"  # bearer | job_key | session | cookie
     anonymous_id: str | None = None
+    job_ids: tuple[str, ...] = ()  # jobs it manages by their own key (``Authorization: Bearer hjk_…``)
 
     @property
     def authenticated(self) -> bool:
@@ -87,7 +93,7 @@ class Principal:
         return job.owner is not None and job.owner in self.owners
 
     def may_manage(self, job) -> bool:
-        return self.admin or self.owns(job)
+        return self.admin or self.owns(job) or job.id in self.job_ids
 
 
 def token_owner(name: str) -> str:
@@ -119,7 +125,8 @@ def create_token(db, name: str, admin: bool = False) -> tuple[ApiToken, str]:
     if db.scalar(select(ApiToken.id).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))) is not None:
         raise TokenError(f"there is already an active token named {name!r}: revoke it first, or choose another name")
     token = new_token()
-    row = ApiToken(name=name, token_hash=hash_token(token), admin=bool(admin), created_at=utcnow())
+    row = ApiToken(name=name, token_hash=hash_token(token), admin=bool(admin), created_at=utcnow(),
+                   webhook_secret=new_webhook_secret())
     db.add(row)
     try:
         db.flush()
@@ -201,6 +208,8 @@ def _resolve() -> Principal:
     if scheme.lower() == "bearer":  # other schemes are not ours (e.g. a reverse proxy's Basic login): no token
         if not value.strip():
             raise _refuse_token("Send the API token as the header 'Authorization: Bearer <token>'.")
+        if value.strip().startswith(JOB_KEY_PREFIX):
+            return _job_key_principal(value.strip())
         row = find_token(get_session(), value.strip())
         if row is None:
             raise _refuse_token("The API token is not valid: it is unknown or has been revoked.")
@@ -219,6 +228,20 @@ def _resolve() -> Principal:
         flash("The API token this browser was using has been revoked: jobs you submit now are this browser's.",
               "error")
     return Principal(owner=anon, owners=(anon,), via="cookie", anonymous_id=g.har_identity)
+
+
+def _job_key_principal(key: str) -> Principal:
+    """A job's own key (returned once when it was submitted without a token): it manages that job only (delete,
+    re-run, webhook log); jobs it submits belong to that job's submitter."""
+    from har.db import Job
+
+    from . import get_session
+
+    job = get_session().scalar(select(Job).where(Job.job_key == key)) if len(key) <= 64 else None
+    if job is None:
+        raise _refuse_token("The job key is not valid: it is unknown, or its job was deleted.")
+    owner = job.owner or f"job:{job.id}"
+    return Principal(owner=owner, owners=(), via="job_key", job_ids=(job.id,))
 
 
 def current_principal() -> Principal:
@@ -307,7 +330,7 @@ def _identify():
 
 def _set_identity_cookie(resp):
     identity = g.get("har_identity")
-    if identity is None or g.get("har_principal") is None or g.har_principal.via == "bearer":
+    if identity is None or g.get("har_principal") is None or g.har_principal.via in ("bearer", "job_key"):
         return resp
     # new identities always; known ones again on pages, so the year counts from the last visit
     if g.get("har_identity_new") or (request.blueprint == "ui" and resp.mimetype == "text/html"):
@@ -420,6 +443,36 @@ def list_command():
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@tokens_cli.command("webhook", help="Print the secret that signs the webhooks of NAME's jobs; --url sets the "
+                                    "callback URL its jobs get when they name none (--no-url removes it).")
+@click.argument("name")
+@click.option("--url", "url", default=None, help="default callback URL of the token's jobs")
+@click.option("--no-url", is_flag=True, help="no default callback URL")
+@click.option("--new-secret", is_flag=True, help="replace the signing secret (receivers must use the new one)")
+def webhook_command(name: str, url: str | None, no_url: bool, new_secret: bool):
+    from har import webhooks
+
+    from . import get_settings
+
+    with _db() as db:
+        row = db.scalar(select(ApiToken).where(ApiToken.name == name, ApiToken.revoked_at.is_(None)))
+        if row is None:
+            raise click.ClickException(f"there is no active token named {name!r}")
+        if url is not None:
+            try:
+                row.callback_url = webhooks.check_url(url, allow_private=get_settings().webhook_allow_private)
+            except webhooks.UnsafeURL as exc:
+                raise click.ClickException(str(exc)) from None
+        if no_url:
+            row.callback_url = None
+        if new_secret or not row.webhook_secret:
+            row.webhook_secret = new_webhook_secret()
+        db.commit()
+        click.echo(row.webhook_secret)
+        click.echo(f"Webhooks of {name!r}'s jobs are signed with this secret (Har-Signature); default callback URL: "
+                   f"{row.callback_url or 'none'}.", err=True)
 
 
 @tokens_cli.command("revoke", help="Revoke the token of NAME: it is refused (401) from now on.")

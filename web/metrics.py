@@ -135,7 +135,7 @@ def _reason_sql(column):
 
 def queue_names(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys((settings.pose_queue, settings.classify_queue, settings.report_queue,
-                                settings.video_queue)))
+                                settings.video_queue, settings.webhook_queue)))
 
 
 def _gauge(name: str, doc: str, label: str, values: dict) -> GaugeMetricFamily:

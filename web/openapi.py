@@ -39,8 +39,18 @@ RUN_SETTINGS = {
         "fps": {"type": "number", "minimum": 5, "maximum": 60, "description": "Frames per second analysed."},
         "stride": {"type": "integer", "minimum": 1, "maximum": 32,
                    "description": "Sampled frames between classification windows."},
+        "callback_url": {"type": "string", "format": "uri", "maxLength": 2048,
+                         "description": "Webhook URL of the new job (default: the old job's)."},
     },
 }
+
+CALLBACK_URL = {"type": "string", "format": "uri", "maxLength": 2048,
+                "description": ("Webhook: POSTed a signed JSON event when the job ends (`job.done`, `job.failed`) "
+                                "and when its annotated video is ready or failed (`video.ready`, `video.failed`); "
+                                "http(s) to a public address (README: Webhooks). Default: the API token's "
+                                "callback URL, if it has one.")}
+DELIVERY_ID = {"name": "delivery_id", "in": "path", "required": True, "description": "The delivery's id.",
+               "schema": {"type": "integer"}}
 
 
 def openapi_document(settings=None) -> dict[str, Any]:
@@ -102,6 +112,7 @@ def _document(settings=None) -> dict[str, Any]:
                                         "description": "Frames per second analysed (default: the action model's rate)."},
                                 "stride": {"type": "integer", "minimum": 1, "maximum": 32,
                                            "description": "Sampled frames between classification windows."},
+                                "callback_url": CALLBACK_URL,
                             },
                         }}},
                     },
@@ -112,7 +123,8 @@ def _document(settings=None) -> dict[str, Any]:
                                                      "schema": {"type": "string"}}},
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreated"}}},
                         },
-                        "400": _error("No file, an empty file or an invalid parameter."),
+                        "400": _error("No file, an empty file or an invalid parameter (`invalid_callback_url`: not "
+                                      "http(s), or a loopback, private, link-local or metadata address)."),
                         "413": _error(f"The file is larger than {max_mb} MB."),
                         "415": _error("Unsupported file extension."),
                         "422": _error("Not a readable video (corrupt, truncated) or longer than the limit."),
@@ -215,6 +227,36 @@ def _document(settings=None) -> dict[str, Any]:
                     },
                 },
             },
+            "/api/jobs/{job_id}/webhooks": {
+                "get": {
+                    "tags": ["jobs"],
+                    "operationId": "listWebhookDeliveries",
+                    "summary": "The job's webhook deliveries, oldest first, with every attempt",
+                    "description": "For whoever may manage the job (its owner, its job key, an admin token).",
+                    "parameters": [JOB_ID],
+                    "responses": {
+                        "200": {"description": "The delivery log.", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/WebhookLog"}}}},
+                        "403": NOT_YOURS,
+                        "404": _error("Unknown job."),
+                    },
+                },
+            },
+            "/api/jobs/{job_id}/webhooks/{delivery_id}/resend": {
+                "post": {
+                    "tags": ["jobs"],
+                    "operationId": "resendWebhook",
+                    "summary": "Send a delivery's event again (a new delivery, the same body)",
+                    "parameters": [JOB_ID, DELIVERY_ID],
+                    "responses": {
+                        "202": {"description": "The new delivery, pending.", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/WebhookDelivery"}}}},
+                        "403": NOT_YOURS,
+                        "404": _error("Unknown job or delivery."),
+                        "409": _error("The job has no callback URL (`no_callback_url`)."),
+                    },
+                },
+            },
             "/api/jobs/{job_id}/report.json": _report_path(
                 "json", "application/json",
                 "The result document (see docs/contracts.md) plus `report`, `job`, `source` and `timings`."),
@@ -280,7 +322,9 @@ def _document(settings=None) -> dict[str, Any]:
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer",
                                "description": "An API token (`flask --app web tokens create NAME`). Jobs submitted "
-                                              "with it belong to the token's name."},
+                                              "with it belong to the token's name. Or a job's own key (`hjk_…`, "
+                                              "from the 202 of a submission without a token): it manages that "
+                                              "job only."},
                 "identityCookie": {"type": "apiKey", "in": "cookie", "name": "har_identity",
                                    "description": "The anonymous identity the service gives a client that has no "
                                                   "token (signed; a year)."},
@@ -296,12 +340,62 @@ def _document(settings=None) -> dict[str, Any]:
                 },
                 "JobCreated": {
                     "type": "object",
-                    "required": ["id", "status", "url", "status_url"],
+                    "required": ["id", "status", "url", "status_url", "callback_url", "webhooks_url"],
                     "properties": {
                         "id": {"type": "string", "format": "uuid"},
                         "status": {"type": "string", "enum": list(STATES)},
                         "url": {"type": "string", "description": "The job's web page."},
                         "status_url": {"type": "string", "description": "GET this for the status."},
+                        "callback_url": {"type": ["string", "null"], "description": "The job's webhook URL."},
+                        "webhooks_url": {"type": "string", "description": "The job's webhook delivery log."},
+                        "job_key": {"type": "string", "pattern": "^hjk_",
+                                    "description": ("Only for a job submitted without an API token, and only "
+                                                    "here: the job's own key. It signs the job's webhooks, and "
+                                                    "`Authorization: Bearer <job_key>` deletes or re-runs this job "
+                                                    "(and reads its webhook log).")},
+                    },
+                },
+                "WebhookAttempt": {
+                    "type": "object",
+                    "required": ["at", "status_code", "error", "duration_ms", "retry_in_s"],
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "status_code": {"type": ["integer", "null"], "description": "The receiver's HTTP status."},
+                        "error": {"type": ["string", "null"]},
+                        "duration_ms": {"type": "integer"},
+                        "retry_in_s": {**nullable_num, "description": "Seconds until the next attempt."},
+                    },
+                },
+                "WebhookDelivery": {
+                    "type": "object",
+                    "required": ["id", "event", "url", "status", "attempts", "created_at", "attempt_log"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "event": {"type": "string", "enum": ["job.done", "job.failed", "video.ready", "video.failed"]},
+                        "url": {"type": "string"},
+                        "status": {"type": "string", "enum": ["pending", "delivered", "failed"],
+                                   "description": "`failed`: given up (after about a day of retries, or at once "
+                                                  "for a 4xx, a redirect or a refused address)."},
+                        "attempts": {"type": "integer"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+                        "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+                        "last_status_code": {"type": ["integer", "null"]},
+                        "last_error": {"type": ["string", "null"]},
+                        "response_excerpt": {"type": ["string", "null"], "maxLength": 500,
+                                             "description": "The start of the receiver's last answer."},
+                        "redelivery_of": {"type": ["integer", "null"],
+                                          "description": "The delivery this one sends again."},
+                        "attempt_log": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookAttempt"}},
+                    },
+                },
+                "WebhookLog": {
+                    "type": "object",
+                    "required": ["job_id", "callback_url", "items"],
+                    "properties": {
+                        "job_id": {"type": "string", "format": "uuid"},
+                        "callback_url": {"type": ["string", "null"]},
+                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookDelivery"}},
                     },
                 },
                 "Progress": {

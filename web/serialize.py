@@ -144,3 +144,23 @@ def job_detail(job: Job) -> dict[str, Any]:
         "links": links(job),
         "result": job.result if job.status == DONE else None,
     }
+
+
+def webhook_delivery(d) -> dict[str, Any]:
+    """One webhook delivery of a job (har/webhooks.py): its event, state and attempts, with the start of the last
+    answer."""
+    return {
+        "id": d.id,
+        "event": d.event,
+        "url": d.url,
+        "status": d.status,
+        "attempts": d.attempts or 0,
+        "created_at": iso(d.created_at),
+        "next_attempt_at": iso(d.next_attempt_at) or None if d.status == "pending" else None,
+        "delivered_at": iso(d.delivered_at) or None,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "response_excerpt": d.response_excerpt,
+        "redelivery_of": d.redelivery_of,
+        "attempt_log": [dict(a) for a in (d.attempt_log or [])],
+    }

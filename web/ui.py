@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
-from wtforms import DecimalField, FileField, IntegerField
+from wtforms import DecimalField, FileField, IntegerField, StringField
 from wtforms.validators import Optional
 
 from har import reports as har_reports
@@ -12,7 +12,7 @@ from har.db import STATES, TERMINAL_STATES, VIDEO_FAILED, VIDEO_READY, VIDEO_REN
 
 from . import actions, auth, get_session, get_settings, get_storage, ratelimit
 from .serialize import eta_seconds
-from .uploads import PARAM_FIELDS, UploadError, accept_upload, refuse_when_disk_low
+from .uploads import PARAM_FIELDS, UploadError, accept_upload, refuse_when_disk_low, webhook_fields
 
 bp = Blueprint("ui", __name__)
 
@@ -24,6 +24,7 @@ class UploadForm(FlaskForm):
     imgsz = IntegerField("Pose input size (px)", validators=[Optional()])
     fps = DecimalField("Frames per second analysed", validators=[Optional()])
     stride = IntegerField("Window stride (frames)", validators=[Optional()])
+    callback_url = StringField("Webhook URL", validators=[Optional()])
 
 
 def _limits():
@@ -68,13 +69,18 @@ def upload():
     form = UploadForm()
     if request.method == "POST":
         # CSRF is checked by CSRFProtect before we get here.
+        principal = auth.current_principal()
         try:
+            webhook = webhook_fields(request.form, get_settings(), principal)
             job = accept_upload(request.files.get("video"), request.form, get_settings(), get_storage(),
-                                get_session(), owner=auth.current_principal().owner)
+                                get_session(), owner=principal.owner, webhook=webhook)
         except UploadError as exc:
             flash(exc.message, "error")
             failed_job = exc.job_id
             return render_template("upload.html", form=form, failed_job=failed_job, **_limits()), exc.status
+        if job.callback_url and job.job_key:  # shown this once: the receiver verifies the webhooks with it
+            flash(f"Webhooks of this job go to {job.callback_url}, signed with this job's key (shown only now): "
+                  f"{job.job_key}", "info")
         return redirect(url_for("ui.job_page", job_id=job.id), code=303)
     return render_template("upload.html", form=form, failed_job=None, **_limits())
 
@@ -150,6 +156,26 @@ def delete_job(job_id: str):
     name = job.video.original_filename if job.video else job_id
     flash(f"Deleted the job for “{name}” and its files.", "info")
     return redirect(url_for("ui.jobs"), code=303)
+
+
+@bp.post("/jobs/<job_id>/webhooks/<int:delivery_id>/resend")
+def resend_webhook(job_id: str, delivery_id: int):
+    # CSRF is checked by CSRFProtect before we get here.
+    job = get_session().get(Job, job_id) if len(job_id) <= 64 else None
+    if job is None:
+        abort(404, description=f"There is no job with id {job_id}.")
+    try:
+        auth.require_manager(auth.current_principal(), job, "send its webhooks again")
+        row = actions.resend_webhook(job, delivery_id, get_session())
+    except UploadError as exc:
+        if exc.status == 404:
+            abort(404, description=exc.message)
+        if exc.status in (401, 403):
+            return auth.error_response(exc)
+        flash(exc.message, "error")
+        return redirect(url_for("ui.job_page", job_id=job_id), code=303)
+    flash(f"The {row.event} webhook is being sent again.", "info")
+    return redirect(url_for("ui.job_page", job_id=job_id, _anchor="webhooks"), code=303)
 
 
 @bp.post("/jobs/<job_id>/rerun")

@@ -58,6 +58,35 @@ def parse_params(form: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
+def webhook_fields(form: Mapping[str, Any], settings, principal, source=None) -> dict[str, Any]:
+    """The webhook columns of a new job (har/webhooks.py): its ``callback_url`` (the form's, checked; else the
+    re-run job's ``source``; else the default of the client's API token), a ``job_key`` of its own when the client
+    has no token (it signs the job's webhooks and manages the job), and the service's base URL for the links."""
+    from flask import request
+    from sqlalchemy import select
+
+    from har import webhooks
+    from har.db import ApiToken
+
+    raw = form.get("callback_url")
+    url = None
+    if raw is not None and str(raw).strip():
+        try:
+            url = webhooks.check_url(str(raw), allow_private=settings.webhook_allow_private)
+        except webhooks.UnsafeURL as exc:
+            raise UploadError(400, "invalid_callback_url", str(exc)) from None
+    elif source is not None:
+        url = source.callback_url
+    elif principal is not None and principal.token_name:
+        from . import get_session
+
+        url = get_session().scalar(select(ApiToken.callback_url).where(ApiToken.name == principal.token_name,
+                                                                         ApiToken.revoked_at.is_(None)))
+    authenticated = principal is not None and principal.authenticated
+    return {"callback_url": url or None, "job_key": None if authenticated else webhooks.new_job_key(),
+            "public_url": (settings.public_url or request.url_root).rstrip("/")[:255]}
+
+
 def _enqueue(job_id: str, settings) -> None:
     hook = current_app.config.get("HAR_ENQUEUE")
     if hook is not None:
@@ -115,9 +144,10 @@ def _human_limit(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-def accept_upload(file, form: Mapping[str, Any], settings, storage, session, owner: str | None = None) -> Job:
+def accept_upload(file, form: Mapping[str, Any], settings, storage, session, owner: str | None = None,
+                  webhook: Mapping[str, Any] | None = None) -> Job:
     """Validate and store an upload (a werkzeug ``FileStorage``), create its job (belonging to ``owner``, who
-    submitted it: web/auth.py) and enqueue it.
+    submitted it: web/auth.py; ``webhook``: its :func:`webhook_fields`) and enqueue it.
 
     Raises :class:`UploadError` for anything the user must fix (4xx) or when the queue is down (503;
     the job then exists and is marked failed with the reason).
@@ -193,6 +223,8 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session, own
 
     try:
         job = create_job(session, video_fields, params, owner=owner)
+        for name, value in (webhook or {}).items():
+            setattr(job, name, value)
         session.commit()
     except BaseException as exc:
         session.rollback()

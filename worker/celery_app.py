@@ -5,9 +5,11 @@ Start the workers (one per queue)::
     celery -A worker.celery_app worker -Q pose --concurrency 1
     celery -A worker.celery_app worker -Q classify --concurrency 1
     celery -A worker.celery_app worker -Q video --concurrency 1
+    celery -A worker.celery_app worker -Q webhook --concurrency 2
 
 The annotated videos render on their own queue (``HAR_VIDEO_QUEUE``, default ``video``), so that a render never
-holds up the classification or the reports of the next job.
+holds up the classification or the reports of the next job. Webhook deliveries (har/webhooks.py) have a queue of
+their own too (``HAR_WEBHOOK_QUEUE``, default ``webhook``): a slow receiver never delays a stage.
 
 Importing this module imports no model code: the web app only sends the first task by name.
 """
@@ -28,9 +30,10 @@ CLASSIFY_TASK = "har.classify"
 REPORT_TASK = "har.report"
 VIDEO_TASK = "har.video"
 SWEEP_TASK = "har.sweep"
+WEBHOOK_TASK = "har.webhook"
 
 TASK_MODULES = ["worker.tasks.pose", "worker.tasks.classify", "worker.tasks.report", "worker.tasks.video",
-                "worker.sweep", "worker.lifecycle"]
+                "worker.sweep", "worker.lifecycle", "worker.webhooks"]
 
 # A task whose message is not acknowledged within this many seconds is delivered again (Redis
 # broker with acks late): it must exceed the longest task; the job's own attempt limit and the
@@ -56,6 +59,7 @@ def celery_config(settings: Settings) -> dict:
             REPORT_TASK: {"queue": settings.report_queue},
             VIDEO_TASK: {"queue": settings.video_queue},
             SWEEP_TASK: {"queue": settings.classify_queue},
+            WEBHOOK_TASK: {"queue": settings.webhook_queue},
         },
         task_default_queue=settings.classify_queue,
         task_ignore_result=True,  # the job row in the database is the result
@@ -132,7 +136,8 @@ WAITING_STATES = {POSE_TASK: (QUEUED, EXTRACTING), CLASSIFY_TASK: (CLASSIFYING,)
 def task_queue(task_name: str, settings: Settings) -> str:
     """The queue a task is sent to."""
     queues = {POSE_TASK: settings.pose_queue, CLASSIFY_TASK: settings.classify_queue,
-              REPORT_TASK: settings.report_queue, VIDEO_TASK: settings.video_queue}
+              REPORT_TASK: settings.report_queue, VIDEO_TASK: settings.video_queue,
+              WEBHOOK_TASK: settings.webhook_queue}
     return queues.get(task_name, settings.classify_queue)
 
 
@@ -143,24 +148,30 @@ def send_stage(task_name: str, job_id: str, settings: Settings | None = None, co
     published (the sender died first, or the publish failed) is sent again by the sweep soon
     (``settings.unsent_after_s``), one whose message is in the queue only after ``settings.requeue_after_s``."""
     settings = settings or get_settings()
+    result = send_task(task_name, job_id, settings, countdown)
     if settings.task_always_eager:
-        # In-process (development/tests without a broker): run the stage now (nothing waits in a queue).
+        return result
+    if task_name in WAITING_STATES:
+        _record_published(task_name, job_id, settings)
+    return result
+
+
+def send_task(task_name: str, arg, settings: Settings | None = None, countdown: float | None = None):
+    """Publish ``task_name(arg)`` to its queue on the settings' broker (or run it now when tasks are eager)."""
+    settings = settings or get_settings()
+    if settings.task_always_eager:
+        # In-process (development/tests without a broker): run the task now (nothing waits in a queue).
         import importlib
 
         for module in TASK_MODULES:
             importlib.import_module(module)
-        return celery_app.tasks[task_name].apply(args=[job_id])
+        return celery_app.tasks[task_name].apply(args=[arg])
     queue = task_queue(task_name, settings)
     if settings.redis_url == celery_app.conf.broker_url:
-        result = celery_app.send_task(task_name, args=[job_id], queue=queue, countdown=countdown,
-                                      ignore_result=True)
-    else:
-        with celery_app.connection_for_write(settings.redis_url) as conn:
-            result = celery_app.send_task(task_name, args=[job_id], queue=queue, countdown=countdown,
-                                          ignore_result=True, connection=conn)
-    if task_name in WAITING_STATES:
-        _record_published(task_name, job_id, settings)
-    return result
+        return celery_app.send_task(task_name, args=[arg], queue=queue, countdown=countdown, ignore_result=True)
+    with celery_app.connection_for_write(settings.redis_url) as conn:
+        return celery_app.send_task(task_name, args=[arg], queue=queue, countdown=countdown, ignore_result=True,
+                                    connection=conn)
 
 
 def _record_published(task_name: str, job_id: str, settings: Settings) -> None:

@@ -108,14 +108,14 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
     return actions
 
 
-def _acquire_lock(settings: Settings, seconds: float) -> bool:
+def _acquire_lock(settings: Settings, seconds: float, key: str = "har:sweep-lock") -> bool:
     """One sweep per period across all workers (Redis SET NX EX); True when Redis is unreachable."""
     try:
         import redis
 
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            return bool(client.set("har:sweep-lock", runtime.worker_name(), nx=True, ex=max(1, int(seconds))))
+            return bool(client.set(key, runtime.worker_name(), nx=True, ex=max(1, int(seconds))))
         finally:
             client.close()
     except Exception:
@@ -132,6 +132,13 @@ def sweep_once(settings: Settings, locked: bool = True, unsent_after_s: float | 
                 log.warning("sweep: %s", actions)
         except Exception:
             log.exception("sweep failed")
+    if not locked or _acquire_lock(settings, settings.sweep_interval_s * 0.8, "har:webhook-sweep-lock"):
+        try:  # webhook deliveries due after a long wait, or whose message was lost (worker/webhooks.py)
+            from worker.webhooks import sweep_deliveries
+
+            sweep_deliveries(settings)
+        except Exception:
+            log.exception("sweep of the webhook deliveries failed")
     # HAR_RETENTION_DAYS: expired jobs removed in bounded batches, one worker per period (its own lock); never raises
     retention.run_scheduled(settings)
     _remove_stale_temp_dirs(settings)
