@@ -48,6 +48,15 @@ def identity_client_class():
     return IdentityClient
 
 
+@pytest.fixture(autouse=True)
+def api_contract(monkeypatch):
+    """Every response a test receives from the API through Flask's test client is checked against the OpenAPI
+    document (tests/contract.py): an undocumented status or field fails the test."""
+    from tests import contract
+
+    contract.install(monkeypatch)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

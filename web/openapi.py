@@ -27,6 +27,9 @@ RATE_LIMITED = _limited("Too many new jobs (uploads and re-runs) from this clien
 NOT_YOURS = _error("The job is not the client's (`forbidden`): only whoever submitted it (or an admin token) may "
                    "do this.")
 
+CROSS_SITE = _error("A change sent by another web site with a browser's cookie (`cross_site_request`: "
+                    "`Sec-Fetch-Site` cross-site or same-site, and no bearer token).")
+
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "The job's id (a UUID).",
           "schema": {"type": "string", "format": "uuid"}}
 
@@ -53,12 +56,65 @@ DELIVERY_ID = {"name": "delivery_id", "in": "path", "required": True, "descripti
                "schema": {"type": "integer"}}
 
 
+# Response schemas whose every property is always present (the serializers in web/serialize.py write them all).
+COMPLETE = ("JobCreated", "JobSummary", "JobPage", "Job", "Progress", "Event", "Video", "AnnotatedVideo", "Health",
+            "WebhookAttempt", "WebhookDelivery", "WebhookLog")
+OPTIONAL = {"JobCreated": {"job_key"}}
+
+
+VIDEO_PROPERTIES = {
+    "original_filename": {"type": "string"}, "size_bytes": {"type": "integer"},
+    "sha256": {"type": "string"}, "container": {"type": "string"},
+    "codec": {"type": ["string", "null"]}, "duration_s": {"type": "number"},
+    "fps": {"type": "number"}, "frame_count": {"type": "integer"},
+    "width": {"type": "integer"}, "height": {"type": "integer"},
+    "rotation_deg": {"type": "integer"},
+}
+RESULT_PROPERTIES = {
+    "status": {"type": "string", "enum": ["ok", "too_short", "no_person"],
+               "description": "`ok`: at least one person classified; `too_short`: people were tracked, but none long "
+                              "enough to classify (shorter than `params.min_track_s`; listed in `short_tracks`); "
+                              "`no_person`: nobody was tracked."},
+    "classes": {"type": "array", "items": {"type": "string"}},
+    "models": {"type": "object"},
+    "video": {"type": "object"},
+    "params": {"type": "object"},
+    "persons": {"type": "array", "items": {"$ref": "#/components/schemas/Person"}},
+    "short_tracks": {"type": "array", "items": {"type": "object"}},
+}
+
+
 def openapi_document(settings=None) -> dict[str, Any]:
+    """The document. Its object schemas name every property a response may have: no others are allowed
+    (``additionalProperties: false`` unless a schema says otherwise), and the :data:`COMPLETE` ones require them all;
+    tests/contract.py checks every response of the API tests against it."""
     doc = _document(settings)
     for ops in doc["paths"].values():  # a token that is not valid is refused whatever the call (web/auth.py)
-        for op in ops.values():
+        for method, op in ops.items():
             op["responses"].setdefault("401", INVALID_TOKEN)
+            if method in ("post", "delete"):  # a change sent by another site with a browser's cookie (web/auth.py)
+                mine = op["responses"].get("403")
+                op["responses"]["403"] = CROSS_SITE if mine is None else {
+                    **mine, "description": mine["description"] + " Or " + CROSS_SITE["description"][0].lower()
+                    + CROSS_SITE["description"][1:]}
+    schemas = doc["components"]["schemas"]
+    for schema in schemas.values():
+        _closed(schema)
+    for name in COMPLETE:
+        schemas[name]["required"] = [p for p in schemas[name]["properties"] if p not in OPTIONAL.get(name, ())]
     return doc
+
+
+def _closed(node) -> None:
+    """``additionalProperties: false`` on every object schema under ``node`` that lists its properties."""
+    if isinstance(node, dict):
+        if "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for value in node.values():
+            _closed(value)
+    elif isinstance(node, list):
+        for value in node:
+            _closed(value)
 
 
 def _document(settings=None) -> dict[str, Any]:
@@ -283,6 +339,7 @@ def _document(settings=None) -> dict[str, Any]:
                         "404": _error("Unknown job, or no annotated video (`not_available`): the job is not done, "
                                       "its video is still rendering or failed (`video_status` says which), or "
                                       "none was asked for."),
+                        "416": _error("The `Range` asked for is outside the video."),
                     },
                 },
             },
@@ -336,6 +393,14 @@ def _document(settings=None) -> dict[str, Any]:
                     "properties": {
                         "error": {"type": "string", "description": "Machine-readable code, e.g. `invalid_video`."},
                         "message": {"type": "string", "description": "What went wrong, for people."},
+                        "id": {"type": "string", "format": "uuid",
+                               "description": "503 `queue_unavailable`: the job that was created and marked failed."},
+                        "status_url": {"type": "string", "description": "503 `queue_unavailable`: that job's status."},
+                        "job_status": {"type": "string", "enum": list(STATES),
+                                       "description": "409 `not_ready` of a report: the job's status."},
+                        "video_status": {"type": ["string", "null"], "enum": [*VIDEO_STATES, None],
+                                         "description": "404 `not_available` of the annotated video: its state."},
+                        "max_upload_mb": {"type": "integer", "description": "413 `file_too_large`: the limit."},
                     },
                 },
                 "JobCreated": {
@@ -413,17 +478,7 @@ def _document(settings=None) -> dict[str, Any]:
                     "properties": {"status": {"type": "string"}, "message": {"type": ["string", "null"]},
                                    "at": {"type": "string", "format": "date-time"}},
                 },
-                "Video": {
-                    "type": "object",
-                    "properties": {
-                        "original_filename": {"type": "string"}, "size_bytes": {"type": "integer"},
-                        "sha256": {"type": "string"}, "container": {"type": "string"},
-                        "codec": {"type": ["string", "null"]}, "duration_s": {"type": "number"},
-                        "fps": {"type": "number"}, "frame_count": {"type": "integer"},
-                        "width": {"type": "integer"}, "height": {"type": "integer"},
-                        "rotation_deg": {"type": "integer"},
-                    },
-                },
+                "Video": {"type": "object", "properties": VIDEO_PROPERTIES},
                 "JobSummary": {
                     "type": "object",
                     "properties": {
@@ -517,18 +572,35 @@ def _document(settings=None) -> dict[str, Any]:
                 "Result": {
                     "type": "object",
                     "description": "The result document (docs/contracts.md).",
+                    "required": ["status", "persons"],
+                    "properties": RESULT_PROPERTIES,
+                },
+                "ReportDocument": {
+                    "type": "object",
+                    "description": ("report.json: the result document (`Result`) with the report's own format and "
+                                    "time, the job, its source video and its timings."),
+                    "required": ["status", "persons", "report", "job", "source", "timings", "models"],
                     "properties": {
-                        "status": {"type": "string", "enum": ["ok", "too_short", "no_person"],
-                                   "description": "`ok`: at least one person classified; `too_short`: people were "
-                                                  "tracked, but none long enough to classify (shorter than "
-                                                  "`params.min_track_s`; listed in `short_tracks`); `no_person`: "
-                                                  "nobody was tracked."},
-                        "classes": {"type": "array", "items": {"type": "string"}},
-                        "models": {"type": "object"},
-                        "video": {"type": "object"},
-                        "params": {"type": "object"},
-                        "persons": {"type": "array", "items": {"$ref": "#/components/schemas/Person"}},
-                        "short_tracks": {"type": "array", "items": {"type": "object"}},
+                        **RESULT_PROPERTIES,
+                        "report": {"type": "object", "required": ["format", "generated_at"], "properties": {
+                            "format": {"type": "string", "const": "har.report/1"},
+                            "generated_at": {"type": "string", "format": "date-time"}}},
+                        "job": {"type": "object", "properties": {
+                            "id": {"type": "string", "format": "uuid"},
+                            "status": {"type": "string", "enum": list(STATES)},
+                            "created_at": {"type": ["string", "null"], "format": "date-time"},
+                            "started_at": {"type": ["string", "null"], "format": "date-time"},
+                            "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                            "params": {"type": "object"},
+                            "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+                            "pose_model": {"type": ["string", "null"]},
+                            "action_model": {"type": ["string", "null"]},
+                            "overall_label": {"type": ["string", "null"]},
+                            "overall_confidence": nullable_num,
+                            "persons": {"type": ["integer", "null"]}}},
+                        "source": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+                            "id": {"type": "string"}, **VIDEO_PROPERTIES}}]},
+                        "timings": {"type": "object", "additionalProperties": {"type": "number"}},
                     },
                 },
                 "Health": {
@@ -554,7 +626,8 @@ def _report_path(fmt: str, media_type: str, description: str) -> dict[str, Any]:
             "parameters": [JOB_ID, {"name": "download", "in": "query", "schema": {"type": "boolean"},
                                     "description": "Send as an attachment."}],
             "responses": {
-                "200": {"description": "The report.", "content": {media_type: {"schema": {"type": "string"}}}},
+                "200": {"description": "The report.", "content": {media_type: {"schema": (
+                    {"$ref": "#/components/schemas/ReportDocument"} if fmt == "json" else {"type": "string"})}}},
                 "404": _error("Unknown job."),
                 "409": _error("The job is not done (still running, or failed)."),
             },
