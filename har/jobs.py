@@ -185,13 +185,15 @@ def delete_job(session: Session, job: Job) -> list[str]:
     return files
 
 
-def set_status(session: Session, job: Job, status: str, message: str | None = None, **fields: Any) -> bool:
+def set_status(session: Session, job: Job, status: str, message: str | None = None, *, at: datetime | None = None,
+               **fields: Any) -> bool:
     """Move ``job`` to ``status`` and record a :class:`JobEvent`; set any other Job ``fields`` too.
 
     Returns True when the state changed, False when ``status`` is already the current state (then only
     ``fields`` and ``message`` (as ``stage``) are updated and no event is written). A change of state
     clears ``enqueued_at`` (unless given): the message the job waits for now is not published yet.
-    Raises :class:`TransitionError` for a transition the lifecycle forbids.
+    Raises :class:`TransitionError` for a transition the lifecycle forbids. ``at``: the time of the change (default:
+    now), e.g. the time a report already written for this change states.
 
     States are the workers' (:func:`worker_state`): ``rendering`` makes the job done (its ``done`` event) with
     its annotated video to be rendered next; from ``rendering``, ``done`` marks the video ready and ``failed``
@@ -205,7 +207,7 @@ def set_status(session: Session, job: Job, status: str, message: str | None = No
         if not hasattr(Job, name) or name in {"id", "status", "events", "video"}:
             raise AttributeError(f"Job has no settable field {name!r}")
         setattr(job, name, value)
-    now = utcnow()
+    now = at or utcnow()
     job.updated_at = now
     if message is not None and status != FAILED:
         job.stage = message[:64]

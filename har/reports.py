@@ -334,13 +334,19 @@ def write_reports(job, storage, kinds: Iterable[str] = ("json", "csv", "html")) 
 
     Returns ``[(kind, key, media_type, size_bytes, sha256), ...]``; keys are relative to the storage root (or
     bucket prefix). Safe to run twice: local files are replaced atomically, objects overwritten."""
+    return store_reports(job.id, storage, {kind: render_report(job, kind) for kind in kinds})
+
+
+def store_reports(job_id: str, storage, texts: dict[str, str]) -> list[tuple[str, str, str, int, str]]:
+    """Store reports already rendered (``{kind: text}``, :func:`render_report`) as :func:`write_reports` does, so a
+    worker can render them while it holds the job's row and store them (S3: upload) after letting go of it."""
     out = []
-    with storage.job_output(job.id) as folder:  # local: jobs/<id>/ itself; S3: a temporary folder, then uploaded
+    with storage.job_output(job_id) as folder:  # local: jobs/<id>/ itself; S3: a temporary folder, then uploaded
         folder = Path(folder)
-        for kind in kinds:
+        for kind, text in texts.items():
             path = folder / FILENAMES[kind]
-            _write_atomic(path, render_report(job, kind))
-            out.append((kind, storage.job_key(job.id, FILENAMES[kind]), MEDIA_TYPES[kind], path.stat().st_size,
+            _write_atomic(path, text)
+            out.append((kind, storage.job_key(job_id, FILENAMES[kind]), MEDIA_TYPES[kind], path.stat().st_size,
                         sha256_file(path)))
     return out
 

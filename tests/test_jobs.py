@@ -409,6 +409,54 @@ def test_overall_label_for_the_jobs_list():
     assert overall({"status": "ok", "persons": persons, "short_tracks": short}) == ("CLAPPING_HANDS", 0.8)
 
 
+def test_the_report_stage_stores_its_files_before_it_locks_the_job(video_job, monkeypatch):
+    """The reports are stored (S3: uploaded) while no row is locked, and the rows naming them are committed after:
+    while the files are being stored, another writer gets the database at once and the job is not done yet;
+    afterwards the Report rows carry the stored files' sizes and hashes, and the report says what the row says."""
+    import json
+    import sqlite3
+
+    from har import reports
+    from worker.tasks.classify import run_classify
+    from worker.tasks.pose import run_pose
+    from worker.tasks.report import run_report
+
+    settings, job_id, sent = video_job
+    assert run_pose(settings, job_id, "pose-1") and run_classify(settings, job_id, "classify-1")
+    seen = {}
+    real_store = reports.store_reports
+
+    def store_while_checking(jid, storage, texts):
+        con = sqlite3.connect(settings.resolved_database_url.split("sqlite:///", 1)[1], timeout=0.1)
+        try:
+            con.execute("BEGIN IMMEDIATE")  # a writer: fails at once while someone holds the write lock
+            seen["writer_got_the_database"] = True
+            seen["status_while_storing"] = con.execute("SELECT status FROM jobs WHERE id = ?", (jid,)).fetchone()[0]
+            con.rollback()
+        finally:
+            con.close()
+        return real_store(jid, storage, texts)
+
+    monkeypatch.setattr(reports, "store_reports", store_while_checking)
+    assert run_report(settings, job_id, "report-1") is True
+    assert seen == {"writer_got_the_database": True, "status_while_storing": "reporting"}
+    job = job_row(settings, job_id)
+    assert job.status == DONE
+    from har.database import session_scope
+    from har.db import Report
+
+    storage = settings.resolved_storage_dir
+    with session_scope(settings) as s:
+        stored = {r.kind: (r.path, r.size_bytes, r.sha256) for r in s.query(Report).filter_by(job_id=job_id)}
+    assert set(stored) == {"json", "csv", "html"}
+    for path, size, sha in stored.values():
+        f = storage / path
+        assert f.stat().st_size == size and reports.sha256_file(f) == sha
+    doc = json.loads((storage / stored["json"][0]).read_text())
+    assert doc["job"]["status"] == "done"
+    assert doc["job"]["finished_at"].startswith(job.finished_at.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
 def test_stages_run_once_and_duplicates_are_no_ops(video_job):
     from worker.celery_app import CLASSIFY_TASK, REPORT_TASK, VIDEO_TASK
     from worker.tasks.classify import run_classify

@@ -21,16 +21,22 @@ def run_report(settings: Settings, job_id: str, task_id: str | None) -> bool:
 
 def _report(settings: Settings, claim: runtime.Claim) -> bool:
     """Reports; commits Report rows and the move to done (False: taken over/deleted). The move is to the
-    workers' ``rendering`` state when the job asks for an annotated video: its task is enqueued next."""
+    workers' ``rendering`` state when the job asks for an annotated video: its task is enqueued next.
+
+    The files are written before the rows that name them, and with no row locked: the reports are rendered (in
+    memory, milliseconds) from the job as the move to done leaves it, in a transaction that is then rolled back;
+    they are stored (S3: uploaded, which may take a while); then, under the job's lock, the move to done and the
+    Report rows (with the stored files' sizes and hashes) are committed, if the job is still this stage's. A job
+    deleted meanwhile has its files removed (:func:`worker.runtime.lock_own`)."""
     job_id = claim.job_id
-    from har.reports import write_reports
+    from har.reports import render_report, store_reports
 
     storage = runtime.storage(settings)
     with session_scope(settings) as s:
         job = runtime.lock_own(s, settings, claim)
         if job is None:
             return False
-        annotate = runtime.job_params(job, settings)["annotate"]
+        target = RENDERING if runtime.job_params(job, settings)["annotate"] else DONE
         events = list(job.events)
         timings = dict(job.timings or {})
         timings.update(_queue_waits(job, events, claim))
@@ -38,8 +44,16 @@ def _report(settings: Settings, claim: runtime.Claim) -> bool:
         # files and the job row carry the same numbers
         timings["report_s"] = runtime.stage_elapsed(claim)
         timings["total_s"] = round((utcnow() - as_utc(job.created_at)).total_seconds(), 3)
-        set_status(s, job, RENDERING if annotate else DONE, "done", task_id=None, worker=None, timings=timings)
-        files = write_reports(job, storage)  # json, csv, html, through the storage (local files or S3)
+        at = utcnow()
+        set_status(s, job, target, "done", at=at, task_id=None, worker=None, timings=timings)
+        texts = {kind: render_report(job, kind) for kind in ("json", "csv", "html")}
+        s.rollback()  # the job's row as it was: the move is committed with the rows below
+    files = store_reports(job_id, storage, texts)  # json, csv, html, through the storage (local files or S3)
+    with session_scope(settings) as s:
+        job = runtime.lock_own(s, settings, claim)
+        if job is None:
+            return False
+        set_status(s, job, target, "done", at=at, task_id=None, worker=None, timings=timings)
         s.execute(delete(Report).where(Report.job_id == job_id))
         for kind, rel_path, media_type, size, sha256 in files:
             s.add(Report(job_id=job_id, kind=kind, path=rel_path, media_type=media_type,
