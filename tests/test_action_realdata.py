@@ -129,39 +129,6 @@ def test_person_outcomes_count_per_label_and_per_group():
 torch = pytest.importorskip("torch")
 
 
-def test_a_two_hand_wave_is_derived_from_a_clean_one_hand_wave():
-    """The waving arm mirrored about the body onto the other shoulder: a WAVING_2HANDS clip of the same person and
-    source (so cross-validation keeps it with its original); nothing from clips that are not a clean one-hand wave."""
-    c = _clip("WAVING_1HAND", n=60, seed=3)
-    k = c.keypoints
-    (sh, el, wr), (osh, oel, owr) = realdata._ARMS
-    raised = [float((k[:, w, 1] < k[:, s_, 1]).mean()) for s_, _, w in realdata._ARMS]
-    if raised[0] > raised[1]:  # name the waving arm (the generator picks either)
-        (sh, el, wr), (osh, oel, owr) = (osh, oel, owr), (sh, el, wr)
-    d = realdata.derive_two_hand_wave(c)
-    assert d is not None and d.label == "WAVING_2HANDS" and d.group == c.group and d.y == CLASSES.index(d.label)
-    assert d.clip_id == c.clip_id + realdata.DERIVED_SUFFIX and d.meta["derived_from"] == c.clip_id
-    assert np.array_equal(d.times, c.times) and d.sampled_fps == c.sampled_fps
-    untouched = [j for j in range(17) if j not in (oel, owr)]
-    assert np.array_equal(d.keypoints[:, untouched], k[:, untouched])  # the real person, but the other forearm
-    ok = d.keypoints[:, owr, 2] > 0
-    assert ok.mean() > 0.8
-    assert (d.keypoints[ok, owr, 1] < d.keypoints[ok, osh, 1]).mean() >= 0.5  # the second hand is raised too
-    # mirrored: the new wrist lies on the other side of its shoulder, at the waving wrist's height above its own
-    side = np.sign(k[:, wr, 0] - k[:, sh, 0])
-    new_side = np.sign(d.keypoints[:, owr, 0] - d.keypoints[:, osh, 0])
-    assert (new_side[ok] == -side[ok]).mean() > 0.7
-    assert realdata.derive_two_hand_wave(c).keypoints.tobytes() == d.keypoints.tobytes()  # deterministic
-
-    both = _clip("WAVING_2HANDS", n=60, seed=3)
-    assert realdata.derive_two_hand_wave(realdata.RealClip("x", "WAVING_1HAND", "g", both.times, both.keypoints,
-                                                           both.sampled_fps)) is None  # both arms already up
-    assert realdata.derive_two_hand_wave(_clip("CLAPPING_HANDS", n=60)) is None
-    clips = [c, _clip("BOXING", n=60)]
-    more = realdata.with_derived(clips)
-    assert more[:2] == clips and [m.label for m in more[2:]] == ["WAVING_2HANDS"]
-
-
 def test_a_clip_without_classifiable_windows_gives_no_windows():
     """A track where too few frames show the person yields no windows (and no error): training skips it, and its
     cross-validation score is None, as the timeline leaves such a person unclassified."""

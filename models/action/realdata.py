@@ -156,63 +156,6 @@ def summary(clips: list[RealClip]) -> dict:
     return out
 
 
-# --- two-hand waves derived from real one-hand waves (training only)
-
-# COCO-17 indices: (shoulder, elbow, wrist) of the left and the right arm
-_ARMS = ((5, 7, 9), (6, 8, 10))
-# a joint counts as seen above this confidence
-_SEEN = 0.3
-# the waving arm is raised (wrist above the shoulder) in at least this share of its seen frames; the other arm in
-# less than this share (else the clip is not a clean one-hand wave and nothing is derived from it)
-_RAISED_WAVING, _RAISED_OTHER = 0.5, 0.35
-DERIVED_SUFFIX = "~2hands"
-
-
-def _arm_stats(k: np.ndarray, arm) -> tuple[float, float]:
-    """(share of seen frames with the wrist above the shoulder, horizontal spread of the wrist about the shoulder)."""
-    sh, _, wr = arm
-    seen = (k[:, sh, 2] >= _SEEN) & (k[:, wr, 2] >= _SEEN)
-    if seen.sum() < 4:
-        return 0.0, 0.0
-    rel = k[seen, wr, :2] - k[seen, sh, :2]
-    return float((rel[:, 1] < 0).mean()), float(rel[:, 0].std())
-
-
-def derive_two_hand_wave(clip: RealClip, seed: int = 0) -> RealClip | None:
-    """A WAVING_2HANDS clip made from a real WAVING_1HAND clip: the waving arm (the raised one that moves most) is
-    mirrored about the body onto the other shoulder, its motion delayed by 0-2 frames (two hands are never exactly
-    in step); the rest of the person is the real one. None when the clip is not a clean one-hand wave (both arms
-    raised, or the waving arm rarely seen raised). Training only: a real person's timing, build and camera with the
-    second arm of a two-hand wave, which real footage in public repositories rarely shows."""
-    if clip.label != "WAVING_1HAND" or len(clip.times) < 8:
-        return None
-    k = clip.keypoints.astype(np.float32)
-    stats = [_arm_stats(k, arm) for arm in _ARMS]
-    w = int(np.argmax([r * s for r, s in stats]))
-    if stats[w][0] < _RAISED_WAVING or stats[1 - w][0] >= _RAISED_OTHER:
-        return None
-    (sh, el, wr), (osh, oel, owr) = _ARMS[w], _ARMS[1 - w]
-    rng = np.random.default_rng([seed, sum(map(ord, clip.clip_id))])
-    d = int(rng.integers(0, 3))
-    src = np.clip(np.arange(len(k)) - d, 0, len(k) - 1)
-    out = k.copy()
-    for j, oj in ((el, oel), (wr, owr)):
-        rel = k[src, j, :2] - k[src, sh, :2]
-        conf = np.minimum.reduce([k[src, j, 2], k[src, sh, 2], k[:, osh, 2]])
-        xy = np.stack([k[:, osh, 0] - rel[:, 0], k[:, osh, 1] + rel[:, 1]], -1)
-        ok = conf >= _SEEN
-        out[:, oj, :2] = np.where(ok[:, None], xy, 0.0)
-        out[:, oj, 2] = np.where(ok, conf, 0.0)
-    return RealClip(clip.clip_id + DERIVED_SUFFIX, "WAVING_2HANDS", clip.group, clip.times.copy(), out,
-                    clip.sampled_fps, {"derived_from": clip.clip_id})
-
-
-def with_derived(clips: list[RealClip], seed: int = 0) -> list[RealClip]:
-    """``clips`` and the two-hand waves derived from their one-hand waves (:func:`derive_two_hand_wave`)."""
-    derived = [d for d in (derive_two_hand_wave(c, seed) for c in clips) if d is not None]
-    return list(clips) + derived
-
-
 # --- building tracks.npz from the videos (needs the pose model: onnxruntime + OpenCV, no torch)
 
 def _main_track_in(extraction, start_s: float, end_s: float | None):
