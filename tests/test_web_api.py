@@ -670,6 +670,35 @@ def test_rerun_when_the_stored_video_is_gone_410(client, settings, enqueued):
     assert enqueued == [] and row_counts(settings)[1] == 1
 
 
+def test_rerun_checks_everything_before_it_locks_the_job(client, settings, app, clip, enqueued, monkeypatch):
+    """A re-run that is refused (no such job, still running, video gone) never locks the job's row, and one that
+    goes ahead checks the stored video (S3: a HEAD request) before it takes the lock, which it holds only to make
+    the new job."""
+    from web import actions
+
+    calls = []
+    real_lock = actions.lock_job
+
+    def lock(session, job_id):
+        calls.append(("lock", job_id))
+        return real_lock(session, job_id)
+
+    monkeypatch.setattr(actions, "lock_job", lock)
+    running, gone = add_job(settings, status="extracting"), add_done_job(settings)
+    assert client.post("/api/jobs/nope/rerun").status_code == 404
+    assert client.post(f"/api/jobs/{running}/rerun").status_code == 409
+    assert client.post(f"/api/jobs/{gone}/rerun").status_code == 410
+    assert calls == [] and enqueued == []
+
+    old = add_finished_job_with_files(settings, app, clip)
+    storage = app.extensions["har"]["storage"]
+    real_exists = storage.exists
+    monkeypatch.setattr(storage, "exists", lambda key: (calls.append(("exists", key)), real_exists(key))[1])
+    r = client.post(f"/api/jobs/{old}/rerun")
+    assert r.status_code == 202, r.json
+    assert [c[0] for c in calls] == ["exists", "lock"] and calls[1] == ("lock", old)
+
+
 def test_rerun_with_the_queue_down_503_and_the_new_job_failed(settings, clip):
     app = make_app(settings)  # Redis points at a closed port
     old = add_finished_job_with_files(settings, app, clip)

@@ -66,6 +66,16 @@ def delete_job(job_id: str, storage, session, *, principal) -> Job:
     return job
 
 
+def _check_can_rerun(job: Job, storage) -> None:
+    """409 while the job runs, 410 when its uploaded video is no longer stored."""
+    if job.status not in TERMINAL_STATES:
+        raise _busy(job.status, "run it again")
+    if job.video is None or not storage.exists(job.video.path):
+        raise UploadError(410, "video_gone",
+                          "The uploaded video of this job is no longer stored, so it cannot be run again. "
+                          "Upload the video again instead.")
+
+
 def rerun_job(job_id: str, form: Mapping[str, Any], settings, storage, session, *, principal) -> Job:
     """A new queued job (``principal``'s) for the stored video of the finished job ``job_id``, enqueued; the old
     job stays.
@@ -75,24 +85,26 @@ def rerun_job(job_id: str, form: Mapping[str, Any], settings, storage, session, 
     ``HAR_AUTH=required`` and counts against the rate limit."""
     params = parse_params(form)
     require_submitter(principal)
-    job = _locked_job(session, job_id)
+    # everything that can refuse the request is checked before the job's row is locked: whether the job is there
+    # and the principal's, whether it has finished, whether its video is still stored (S3: a HEAD request), the
+    # webhook fields and the rate limit; the lock is then held only to create the new job
+    job = session.get(Job, job_id) if len(job_id) <= MAX_JOB_ID else None
+    if job is None:
+        session.rollback()
+        raise _not_found(job_id)
     try:
         require_manager(principal, job, "run it again")
-    except UploadError:
-        session.rollback()
-        raise
-    if job.status not in TERMINAL_STATES:
-        status = job.status
-        session.rollback()
-        raise _busy(status, "run it again")
-    if job.video is None or not storage.exists(job.video.path):
-        session.rollback()
-        raise UploadError(410, "video_gone",
-                          "The uploaded video of this job is no longer stored, so it cannot be run again. "
-                          "Upload the video again instead.")
-    try:
+        _check_can_rerun(job, storage)
         webhook = webhook_fields(form, settings, principal, source=job)
         check_new_job(principal)  # 429 when over the limit
+    except BaseException:
+        session.rollback()
+        raise
+    session.rollback()  # end the read: the row is read again under its lock
+    job = _locked_job(session, job_id)
+    try:
+        if job.status not in TERMINAL_STATES:  # re-run or deleted since the check above
+            raise _busy(job.status, "run it again")
         new = create_rerun(session, job, params, owner=principal.owner)
         for name, value in webhook.items():
             setattr(new, name, value)
