@@ -6,7 +6,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HAR_DATA_DIR=/data \
-    HAR_STORAGE_DIR=/data/storage
+    HAR_STORAGE_DIR=/data/storage \
+    REMAP_SIGTERM=SIGQUIT
+# REMAP_SIGTERM: `docker stop` (SIGTERM) makes a Celery worker hand its running task back to the queue after
+# HAR_WORKER_SHUTDOWN_GRACE_S instead of finishing it first (worker/celery_app.py); gunicorn ignores it
 
 # libglib2.0-0: needed by OpenCV's video I/O
 # ffmpeg: encodes the annotated video as H.264 .mp4 (worker/annotate.py; without it: OpenCV VP8 .webm, slower)

@@ -71,6 +71,9 @@ class Settings:
     requeue_after_s: float = 1800.0
     unsent_after_s: float = 60.0
     sweep_interval_s: float = 60.0
+    # a worker told to stop (SIGTERM, with REMAP_SIGTERM=SIGQUIT as the launchers set it) gives a running task
+    # this long to finish, then stops it and hands its message back to the queue at once, for another worker
+    worker_shutdown_grace_s: float = 2.0
     # retention (worker/retention.py): done or failed jobs unchanged for retention_days are removed, rows and
     # files, by the workers' sweep, at most retention_batch a pass (0 days = keep everything)
     retention_days: float = 0.0

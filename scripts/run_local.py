@@ -235,6 +235,9 @@ def main(argv=None) -> int:
         print(f"[run] redis: {env.get('HAR_REDIS_URL', settings.redis_url)}", flush=True)
 
         # The workers are not restarted when Redis is: they reconnect by themselves (broker_connection_retry).
+        # SIGTERM makes a worker hand its running task back to the queue after HAR_WORKER_SHUTDOWN_GRACE_S (Celery's
+        # cold shutdown), not wait for it to finish: a restart never leaves a job waiting for a stale heartbeat.
+        env.setdefault("REMAP_SIGTERM", "SIGQUIT")
         celery = [py, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
                   "--without-gossip", "--without-mingle"]
         for name, queues in worker_queues(settings).items():

@@ -204,6 +204,8 @@ class Stack:
             "HAR_WEBHOOK_RETRY_MAX_S": "4",
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
             "PYTHONUNBUFFERED": "1",
+            # as the launchers set it: SIGTERM hands a running task back to the queue (worker/celery_app.py)
+            "REMAP_SIGTERM": "SIGQUIT",
         })
         if storage_url.startswith("s3://"):
             self.env.update(S3_ENV)

@@ -311,3 +311,59 @@ def test_a_killed_worker_process_is_replaced_and_the_job_finishes(stack, people_
     log = stack.logs["pose"].read_text(errors="replace")
     assert f"job {job_id}: attempt 2" in log
     assert [e[0] for e in snap["events"]] == STATES
+
+
+def test_a_worker_stopped_with_sigterm_hands_its_stage_back_at_once(sqlite_stack, people_video):
+    """``docker stop`` / the runner's Ctrl-C: SIGTERM to a pose worker in the middle of a stage stops the stage
+    after the shutdown grace and puts its message back in the queue, so a second pose worker takes the job over at
+    once (attempt 2) rather than after the stopped worker's heartbeat has gone stale (HAR_STALE_AFTER_S, 120 s here,
+    and the sweep's period after that)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, WORKER_START_TIMEOUT_S, _tail, wait_for
+
+    stack = sqlite_stack
+    log = stack.base / "worker-pose-second.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", stack.settings.pose_queue,
+           "-n", f"pose-second-{stack.name}@%h", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
+           "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    with open(log, "w") as out:
+        second = subprocess.Popen(cmd, cwd=ROOT, env=stack.env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        wait_for(lambda: " ready." in log.read_text(errors="replace") or second.poll() is not None,
+                 WORKER_START_TIMEOUT_S, "a second pose worker", interval=0.2)
+        assert second.poll() is None, _tail(log)
+        # long and slow enough that the stage is still running when the worker is stopped, and after its grace
+        longer = stack.base / "people-looped.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "7", "-i", str(people_video), "-c", "copy",
+                        str(longer)], check=True)
+        job_id = stack.upload(longer, imgsz=960)
+
+        def holder():
+            with stack.session() as s:
+                job = s.get(Job, job_id)
+                return job.worker if job.status == "extracting" and job.worker else None
+
+        first = wait_for(holder, 120, "the pose stage to start", interval=0.05)
+        pid = int(first.rsplit(":", 1)[1])
+        mine = pid in stack.worker_child_pids("pose")
+        stopped = stack.workers["pose"] if mine else second
+        os.kill(stopped.pid, signal.SIGTERM)  # the main process, as `docker stop` does
+        assert stopped.wait(60) == 0  # a clean exit, not a kill
+        # another worker holds the stage well before the stopped one's heartbeat could count as stale
+        taken = wait_for(lambda: (h := holder()) not in (None, first) and h, 90, "another worker to take the stage",
+                         interval=0.1)
+        assert taken != first
+        snap = check_done_job(stack, job_id, expect_people=True)
+        assert [e[0] for e in snap["events"]] == STATES
+        took_over = stack.logs["pose"] if stopped is second else log
+        assert f"job {job_id}: attempt 2" in took_over.read_text(errors="replace")
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGTERM)
+            second.wait(60)
+        if stack.workers["pose"].poll() is not None:  # the shared stack gets its pose worker back
+            stack.start_worker("pose")
+            stack.wait_ready()

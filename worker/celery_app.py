@@ -73,6 +73,11 @@ def celery_config(settings: Settings) -> dict:
         task_eager_propagates=False,
         worker_send_task_events=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # SIGTERM (remapped to Celery's cold shutdown by REMAP_SIGTERM=SIGQUIT, which scripts/run_local.py, the
+        # Dockerfile and the test stack set): a running task gets this long to finish, then it is stopped and its
+        # unacknowledged message goes back to the queue, so another worker takes the job over at once instead of
+        # the job waiting for the stopped worker's heartbeat to go stale (HAR_STALE_AFTER_S)
+        worker_soft_shutdown_timeout=float(settings.worker_shutdown_grace_s),
         enable_utc=True,
         timezone="UTC",
         # every line logged while a stage task runs carries " job=<id>" (har.logcontext)
