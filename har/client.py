@@ -4,11 +4,17 @@ Usage::
 
     python -m har.client [--url URL] [--token TOKEN] [--quiet] COMMAND ...
 
-    submit VIDEO [--fps F] [--imgsz N] [--stride N] [--wait] [--out REPORT.json] [--timeout S]
+    submit VIDEO [--fps F] [--imgsz N] [--stride N] [--callback-url URL] [--wait] [--out REPORT.json] [--timeout S]
         Upload VIDEO (streamed from disk, with an upload progress bar) and start a job. Prints the job id
         (first line of stdout, alone, for scripts) and the job's page URL. --wait follows the job with a
         progress bar until it is done or failed, then prints its result; --out writes the JSON report
-        there once the job is done (and implies --wait).
+        there once the job is done (and implies --wait). --callback-url: the job's webhook (README: Webhooks);
+        without a token the job's own key (it signs the webhooks) is printed on stderr.
+    submit VIDEO|FOLDER ... [--recursive] [--jobs N] [--wait] [--summary FILE.csv|FILE.json] [...]
+        Several files, or the videos in folders (--recursive: in their subfolders too): up to N uploads at
+        once (default 2), one progress line per file on stderr, then a table on stdout (file, job id, state,
+        main action). --wait follows every job until it is done or failed before the table; --summary writes
+        every file's outcome and result there too (CSV or JSON, from its extension; - for JSON on stdout).
     status JOB_ID [--json] [--wait] [--timeout S]
         The job's state and progress; once done, every person's overall action. --json prints the API's
         JSON as it is. --wait follows the job until it is done or failed first.
@@ -37,11 +43,19 @@ Exit codes:
     5    timed out waiting (--timeout); the job goes on on the server
     6    not ready yet (without --wait): the job is not done, or its annotated video is still rendering
     130  interrupted (Ctrl-C); a submitted job goes on on the server
+
+Several files: 0 when every file was submitted (and, with --wait, every job is done); otherwise the code of the
+first file in the table that was not (3 or 4 for an upload that failed, 1 for a failed job, 5 for a timeout).
+
+Installed (``pip install ./`` from the repository: this file and nothing else is needed) it is the ``har`` command.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import csv
 import http.client
+import io
 import json
 import os
 import re
@@ -49,6 +63,7 @@ import secrets
 import shutil
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -68,6 +83,8 @@ REQUEST_TIMEOUT_S = 60.0  # one socket operation (connect, send, receive), not a
 POLL_INTERVAL_S = 1.0
 CHUNK = 256 * 1024
 FORMATS = ("csv", "json", "html", "video")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")  # what a folder is searched for (the server's default)
+DEFAULT_JOBS = 2
 USER_AGENT = "har-client/1.0"
 
 
@@ -510,8 +527,13 @@ def safe_name(job_id: str) -> str:
 
 # ------------------------------------------------------------------------------------------ commands
 def cmd_submit(args, api: Api, progress: Progress) -> int:
-    video = Path(args.video)
-    fields = {k: str(v) for k, v in (("fps", args.fps), ("imgsz", args.imgsz), ("stride", args.stride)) if v is not None}
+    videos = collect_videos(args.video, args.recursive)
+    if len(videos) != 1 or any(Path(v).is_dir() for v in args.video) or args.summary or args.jobs:
+        if args.out:
+            raise ClientError(EXIT_USAGE, "--out is for one video; with several use --summary")
+        return submit_batch(args, api, progress, videos)
+    video = videos[0]
+    fields = submit_fields(args)
     try:
         created = api.upload(video, fields, progress)
     except ApiError as exc:
@@ -523,6 +545,9 @@ def cmd_submit(args, api: Api, progress: Progress) -> int:
         raise ClientError(EXIT_UNREACHABLE, "the server accepted the upload but sent no job id")
     args.job_id = job_id  # for the hint on Ctrl-C
     _print([job_id, api.absolute(created.get("url")) or api.absolute(api.job_path(job_id))])
+    if created.get("job_key"):
+        progress.message(f"job key (shown once; it signs this job's webhooks and deletes or re-runs it): "
+                         f"{created['job_key']}")
     if not (args.wait or args.out):
         return EXIT_OK
     job = wait_for_job(api, job_id, is_final, progress, args.timeout, "the job")
@@ -535,6 +560,255 @@ def cmd_submit(args, api: Api, progress: Progress) -> int:
         if name != "-":
             progress.message(f"saved the JSON report to {name} ({_bytes(n)})")
     return EXIT_OK
+
+
+def submit_fields(args) -> dict[str, str]:
+    pairs = (("fps", args.fps), ("imgsz", args.imgsz), ("stride", args.stride), ("callback_url", args.callback_url))
+    return {k: str(v) for k, v in pairs if v is not None}
+
+
+def collect_videos(paths: list[str], recursive: bool = False) -> list[Path]:
+    """The files named, and the videos (by extension) in the folders named (their subfolders with ``recursive``),
+    each once, in the order given (a folder's sorted by path)."""
+    found: list[Path] = []
+    for name in paths:
+        p = Path(name)
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found.extend(sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS))
+        else:
+            found.append(p)
+    unique = list(dict.fromkeys(found))
+    return unique
+
+
+class BatchProgress:
+    """One progress line per file on stderr: redrawn in place on a terminal, else a line when a file's state
+    changes."""
+
+    def __init__(self, labels: list[str], enabled: bool = True, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        try:
+            self.tty = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.labels = labels
+        self.width = min(40, max((len(x) for x in labels), default=4))
+        self.lines = ["waiting"] * len(labels)
+        self.keys: list[Any] = [None] * len(labels)
+        self._lock = threading.Lock()
+        self._drawn = 0
+        self._last = 0.0
+
+    def _label(self, i: int) -> str:
+        name = self.labels[i]
+        return (name if len(name) <= self.width else "…" + name[-(self.width - 1):]).ljust(self.width)
+
+    def set(self, i: int, text: str, key: Any = None, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            changed = key != self.keys[i]
+            self.lines[i], self.keys[i] = text, key
+            if self.tty:
+                now = time.monotonic()
+                if force or changed or now - self._last >= 0.1:
+                    self._redraw()
+                    self._last = now
+            elif changed or force:
+                self.stream.write(f"{self._label(i)}  {text}\n")
+                self.stream.flush()
+
+    def _redraw(self) -> None:
+        cols = shutil.get_terminal_size((100, 24)).columns
+        out = f"\x1b[{self._drawn}F" if self._drawn else ""
+        for i, text in enumerate(self.lines):
+            out += "\x1b[2K" + f"{self._label(i)}  {text}"[: max(10, cols - 1)] + "\n"
+        self.stream.write(out)
+        self.stream.flush()
+        self._drawn = len(self.lines)
+
+    def file(self, i: int) -> "_FileProgress":
+        return _FileProgress(self, i)
+
+
+class _FileProgress:
+    """What :meth:`Api.upload` reports to, for one file of a batch."""
+
+    def __init__(self, batch: BatchProgress, i: int):
+        self.batch, self.i = batch, i
+
+    def update(self, fraction: float | None, text: str, key: Any = None, force: bool = False) -> None:
+        pct = "" if fraction is None else f"{max(0.0, min(1.0, fraction)) * 100:3.0f} % "
+        self.batch.set(self.i, f"{pct}{text}", key=key, force=force)
+
+    def finish(self) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        self.batch.set(self.i, text, key=("message", text))
+
+
+SUMMARY_COLUMNS = ("file", "job_id", "state", "action", "confidence", "persons", "video", "error", "page",
+                   "report_json")
+
+
+def _row(path: Path) -> dict[str, Any]:
+    return {"file": str(path), "job_id": None, "state": "waiting", "action": None, "confidence": None,
+            "persons": None, "video": None, "error": None, "page": None, "report_json": None, "people": [],
+            "exit": EXIT_OK}
+
+
+def _fill(row: dict[str, Any], job: dict, api: Api) -> None:
+    """The row's state and main action from the job JSON."""
+    summary = job.get("summary") or {}
+    links = job.get("links") or {}
+    row.update(state=job.get("status"), action=summary.get("overall_label"),
+               confidence=summary.get("overall_confidence"), persons=summary.get("persons"),
+               video=(job.get("annotated_video") or {}).get("status"), error=job.get("error"),
+               page=api.absolute(links.get("page")), report_json=api.absolute(links.get("report_json")))
+    persons = ((job.get("result") or {}).get("persons")) or []
+    row["people"] = [{"track_id": p.get("track_id"), "label": p.get("label"), "confidence": p.get("confidence"),
+                      "start_s": p.get("start_s"), "end_s": p.get("end_s")} for p in persons]
+    if job.get("status") == "failed":
+        row["exit"] = EXIT_JOB_FAILED
+
+
+def submit_batch(args, api: Api, progress: Progress, videos: list[Path]) -> int:
+    """Upload ``videos`` (``args.jobs`` at once), optionally wait for every job; a table, and ``args.summary``."""
+    missing = [str(v) for v in videos if not v.is_file()]
+    if missing:
+        raise ClientError(EXIT_USAGE, f"no such file: {', '.join(missing)}")
+    if not videos:
+        raise ClientError(EXIT_USAGE, f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {', '.join(args.video)}"
+                                      + ("" if args.recursive else " (--recursive to search subfolders)"))
+    labels = _short_names(videos)
+    bar = BatchProgress(labels, enabled=progress.enabled)
+    rows = [_row(v) for v in videos]
+    fields = submit_fields(args)
+    interrupted = threading.Event()
+
+    def upload(i: int) -> None:
+        if interrupted.is_set():
+            return
+        row = rows[i]
+        try:
+            created = api.upload(videos[i], fields, bar.file(i))
+        except ClientError as exc:
+            body = getattr(exc, "body", {}) or {}
+            row.update(state="refused" if exc.code == EXIT_REFUSED else "error", error=exc.message, exit=exc.code,
+                       job_id=body.get("id"))
+            bar.set(i, f"{row['state']}: {exc.message}", key="end", force=True)
+            return
+        row.update(job_id=created.get("id"), state=created.get("status") or "queued",
+                   page=api.absolute(created.get("url")), job_key=created.get("job_key"))
+        bar.set(i, f"submitted: job {row['job_id']}", key="submitted", force=True)
+
+    jobs = max(1, int(args.jobs or DEFAULT_JOBS))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="har-upload")
+    try:
+        for future in [pool.submit(upload, i) for i in range(len(videos))]:
+            future.result()
+    except KeyboardInterrupt:
+        interrupted.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        _print_table(rows)
+        raise
+    pool.shutdown()
+
+    if args.wait:
+        _wait_all(api, rows, bar, args.timeout)
+    _print_table(rows)
+    if args.summary:
+        write_summary(rows, args.summary)
+    return next((r["exit"] for r in rows if r["exit"] != EXIT_OK), EXIT_OK)
+
+
+def _short_names(videos: list[Path]) -> list[str]:
+    """Names that tell the files apart: the file name, or the path when two files share a name."""
+    names = [v.name for v in videos]
+    return [str(v) if names.count(v.name) > 1 else v.name for v in videos]
+
+
+def _wait_all(api: Api, rows: list[dict], bar: BatchProgress, timeout: float | None) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = [i for i, r in enumerate(rows) if r["job_id"] and r["exit"] == EXIT_OK]
+    errors = 0
+    while pending:
+        for i in list(pending):
+            try:
+                job = api.job(rows[i]["job_id"])
+                errors = 0
+            except ClientError as exc:
+                if exc.code != EXIT_UNREACHABLE or errors >= 3:
+                    raise
+                errors += 1
+                continue
+            fraction, text, key = job_progress_text(job)
+            if is_final(job):
+                _fill(rows[i], job, api)
+                pending.remove(i)
+                done = rows[i]["state"] == "done"
+                what = f"done: {rows[i]['action'] or '-'} {_pct(rows[i]['confidence'])}" if done else \
+                    f"failed: {rows[i]['error'] or 'no reason was recorded'}"
+                bar.set(i, what, key=("end", rows[i]["state"]), force=True)
+            else:
+                rows[i]["state"] = job.get("status")
+                pct = "" if fraction is None else f"{fraction * 100:3.0f} % "
+                bar.set(i, pct + text, key=key)
+        if not pending:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            for i in pending:
+                rows[i].update(exit=EXIT_TIMEOUT, error=f"timed out after {timeout:g} s (the job goes on on the server)")
+            break
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _print_table(rows: list[dict]) -> None:
+    """FILE, JOB ID, STATE, ACTION on stdout (the action: the main one, with its confidence)."""
+    table = [("FILE", "JOB ID", "STATE", "ACTION")]
+    for r in rows:
+        action = f"{r['action']} {_pct(r['confidence'])}" if r.get("action") else (
+            _cell(r.get("error"))[:60] if r["state"] in ("failed", "refused", "error") else "-")
+        table.append((r["file"], _cell(r.get("job_id")), _cell(r.get("state")), action))
+    widths = [max(len(row[c]) for row in table) for c in range(4)]
+    _print(["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table])
+    done = sum(r["state"] == "done" for r in rows)
+    failed = sum(r["state"] == "failed" for r in rows)
+    not_sent = sum(r["state"] in ("refused", "error") for r in rows)
+    _print([f"{len(rows)} files: {len(rows) - not_sent} submitted"
+            + (f", {done} done" if done else "") + (f", {failed} failed" if failed else "")
+            + (f", {not_sent} not submitted" if not_sent else "")])
+
+
+def write_summary(rows: list[dict], target: str) -> None:
+    """Every file's outcome: CSV (one row per file) or JSON (with each person's action), by the name's extension;
+    ``-`` for JSON on stdout."""
+    fmt = "json" if target == "-" or target.lower().endswith(".json") else "csv"
+    if fmt == "json":
+        doc = [{k: v for k, v in r.items() if k not in ("exit", "job_key")} for r in rows]
+        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in SUMMARY_COLUMNS})
+        text = buf.getvalue()
+    if target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(target).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ClientError(EXIT_USAGE, f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def cmd_status(args, api: Api, progress: Progress) -> int:
@@ -628,6 +902,12 @@ def _positive(value: str) -> float:
     return x
 
 
+def _prog() -> str:
+    """``har`` when run as the installed command, else ``python -m har.client``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "har" if name == "har" else "python -m har.client"
+
+
 def build_parser() -> argparse.ArgumentParser:
     # connection options are accepted before or after the command (SUPPRESS: the command's copy does not
     # overwrite a value given before it)
@@ -640,7 +920,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no progress output on stderr")
 
     parser = argparse.ArgumentParser(
-        prog="python -m har.client", parents=[common],
+        prog=_prog(), parents=[common],
         description="Client for the HAR video action-recognition service (its REST API).",
         epilog="Exit codes: 0 ok; 1 job failed; 2 usage error; 3 server unreachable or HTTP 5xx; "
                "4 request refused (HTTP 4xx); 5 timed out waiting; 6 not ready yet; 130 interrupted.")
@@ -651,14 +931,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=_positive, metavar="SECONDS",
                        help="give up waiting after this many seconds (exit code 5); default: no limit")
 
-    p = sub.add_parser("submit", parents=[common], help="upload a video and start a job",
-                       description="Upload a video and start a job; prints the job id, then its page URL.")
-    p.add_argument("video", help="the video file (mp4, mov, avi, mkv, webm)")
+    p = sub.add_parser("submit", parents=[common], help="upload videos and start their jobs",
+                       description="Upload a video and start a job; prints the job id, then its page URL. Several "
+                                   "files or folders: uploads them (--jobs at once), then a table of the jobs.")
+    p.add_argument("video", nargs="+", metavar="VIDEO", help="video files (mp4, mov, avi, mkv, webm) or folders")
     p.add_argument("--fps", type=float, help="frames per second analysed (5-60; default: the model's rate)")
     p.add_argument("--imgsz", type=int, help="pose model input size in pixels (320-1280, a multiple of 32)")
     p.add_argument("--stride", type=int, help="sampled frames between classification windows (1-32)")
-    waiting(p, "follow the job with a progress bar until it is done or failed")
-    p.add_argument("--out", metavar="REPORT.json", help="write the JSON report here once done (implies --wait)")
+    p.add_argument("--callback-url", metavar="URL", help="webhook: POSTed signed events when each job ends and "
+                                                         "when its annotated video is ready")
+    waiting(p, "follow the jobs with progress until they are done or failed")
+    p.add_argument("--out", metavar="REPORT.json", help="one video: write the JSON report here once done "
+                                                        "(implies --wait)")
+    p.add_argument("-r", "--recursive", action="store_true", help="folders: their subfolders' videos too")
+    p.add_argument("-j", "--jobs", type=int, metavar="N", help=f"uploads at once (default {DEFAULT_JOBS})")
+    p.add_argument("--summary", metavar="FILE", help="several videos: write every file's outcome here, CSV or "
+                                                     "JSON by the extension (- for JSON on stdout)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", parents=[common], help="a job's state, progress and result",
@@ -684,9 +972,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "submit":
-        video = Path(args.video)
-        if not video.is_file():
-            parser.error(f"{args.video}: no such file" if not video.exists() else f"{args.video}: not a file")
+        for name in args.video:
+            video = Path(name)
+            if not (video.is_file() or video.is_dir()):
+                parser.error(f"{name}: no such file" if not video.exists() else f"{name}: not a file or folder")
+        if args.jobs is not None and args.jobs < 1:
+            parser.error("--jobs must be at least 1")
     url = getattr(args, "url", None) or os.environ.get("HAR_URL") or DEFAULT_URL
     token = getattr(args, "token", None) or os.environ.get("HAR_TOKEN") or None
     progress = Progress(enabled=not getattr(args, "quiet", False))
