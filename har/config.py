@@ -74,6 +74,9 @@ class Settings:
     # a worker told to stop (SIGTERM, with REMAP_SIGTERM=SIGQUIT as the launchers set it) gives a running task
     # this long to finish, then stops it and hands its message back to the queue at once, for another worker
     worker_shutdown_grace_s: float = 2.0
+    # S3: multipart uploads left unfinished this long (their process died) are aborted by the sweep; longer than
+    # any stage can run (worker/celery_app.py's task time limit) and any upload can take
+    multipart_abort_after_s: float = 6 * 3600.0
     # retention (worker/retention.py): done or failed jobs unchanged for retention_days are removed, rows and
     # files, by the workers' sweep, at most retention_batch a pass (0 days = keep everything)
     retention_days: float = 0.0

@@ -218,6 +218,11 @@ class BaseStorage:
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
+    def abort_stale_uploads(self, older_than_s: float) -> list[str]:
+        """Abort the unfinished multipart uploads started more than ``older_than_s`` ago (S3: a process that died
+        while it uploaded leaves its parts stored, invisible and billed); the keys. Local storage has none."""
+        return []
+
     def remove_stale_temp_dirs(self, min_age_s: float = 60.0) -> list[str]:
         """Remove the temporary directories (:meth:`temp_dir`) of this machine's processes that no longer run (a
         worker killed in the middle of a stage), older than ``min_age_s``; their names. Folders of other machines

@@ -169,6 +169,26 @@ class S3Storage(BaseStorage):
         self.client.upload_file(str(path), self.bucket, name, ExtraArgs=extra)  # multipart above 8 MiB
         return os.path.getsize(path)
 
+    def abort_stale_uploads(self, older_than_s: float) -> list[str]:
+        from datetime import datetime, timedelta, timezone
+
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=float(older_than_s))
+        aborted = []
+        args = {"Bucket": self.bucket, "Prefix": self.prefix}
+        while True:
+            page = self.client.list_multipart_uploads(**args)
+            for up in page.get("Uploads") or []:
+                started = up.get("Initiated")
+                if started is not None and started.tzinfo is None:
+                    started = started.replace(tzinfo=timezone.utc)
+                if started is None or started > cutoff:
+                    continue
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                aborted.append(up["Key"][len(self.prefix):])
+            if not page.get("IsTruncated"):
+                return aborted
+            args.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
+
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> int:
         self.client.put_object(Bucket=self.bucket, Key=self.name(key), Body=data,
                                ContentType=content_type or media_type(key) or "application/octet-stream")

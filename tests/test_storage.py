@@ -504,6 +504,43 @@ def test_temporary_folders_of_stopped_processes_are_removed(backend):
     assert fresh.is_dir() and alive.is_dir() and elsewhere.is_dir() and other.is_dir()
 
 
+def test_unfinished_multipart_uploads_are_aborted_by_the_sweep(backend, tmp_path):
+    """A process that dies while it uploads a large file to S3 leaves the parts stored (invisible, billed): the
+    sweep aborts the uploads started more than HAR_MULTIPART_ABORT_AFTER_S ago, and only those under the
+    service's prefix."""
+    from dataclasses import replace
+
+    from worker.sweep import sweep_once
+
+    s = backend.storage
+    if backend.kind != "s3":
+        assert s.abort_stale_uploads(0) == []
+        return
+    client = s.client
+
+    def start(name):
+        up = client.create_multipart_upload(Bucket=backend.bucket, Key=name)
+        client.upload_part(Bucket=backend.bucket, Key=name, UploadId=up["UploadId"], PartNumber=1,
+                           Body=b"x" * (5 * 1024 * 1024))
+        return up["UploadId"]
+
+    start(s.name("jobs/job-1/annotated.mp4"))
+    start("someone-else/big.bin")  # outside the prefix: not ours
+
+    def pending():
+        return sorted(u["Key"] for u in client.list_multipart_uploads(Bucket=backend.bucket).get("Uploads") or [])
+
+    # (the S3 server here dates every upload 2010-11-10: "recent" is anything younger than a century)
+    assert s.abort_stale_uploads(100 * 365 * 86400.0) == []  # recent: it may still be running
+    sweep_once(replace(backend.settings, multipart_abort_after_s=100 * 365 * 86400.0), locked=False)
+    assert pending() == sorted([s.name("jobs/job-1/annotated.mp4"), "someone-else/big.bin"])
+    sweep_once(replace(backend.settings, multipart_abort_after_s=0.0), locked=False)
+    assert pending() == ["someone-else/big.bin"]
+    assert backend.keys() == []  # nothing was stored by it
+    client.abort_multipart_upload(Bucket=backend.bucket, Key="someone-else/big.bin",
+                                  UploadId=client.list_multipart_uploads(Bucket=backend.bucket)["Uploads"][0]["UploadId"])
+
+
 def test_s3_timeouts_and_overload_count_as_transient():
     """A stage that meets these is retried (worker.runtime.transient), not failed: the bucket's connection errors and
     timeouts, boto3's transfer errors once its retries ran out, and answers 5xx / SlowDown."""

@@ -142,7 +142,22 @@ def sweep_once(settings: Settings, locked: bool = True, unsent_after_s: float | 
     # HAR_RETENTION_DAYS: expired jobs removed in bounded batches, one worker per period (its own lock); never raises
     retention.run_scheduled(settings)
     _remove_stale_temp_dirs(settings)
+    if not locked or _acquire_lock(settings, settings.sweep_interval_s * 0.8, "har:upload-sweep-lock"):
+        _abort_stale_uploads(settings)
     return actions
+
+
+def _abort_stale_uploads(settings: Settings) -> None:
+    """S3: multipart uploads that a process which died (worker or web) left unfinished for
+    ``settings.multipart_abort_after_s``."""
+    try:
+        from har.storage import open_storage
+
+        aborted = open_storage(settings).abort_stale_uploads(settings.multipart_abort_after_s)
+        if aborted:
+            log.warning("sweep: aborted %d unfinished multipart upload(s): %s", len(aborted), aborted)
+    except Exception:
+        log.exception("sweep: could not abort the unfinished uploads")
 
 
 def _remove_stale_temp_dirs(settings: Settings) -> None:
