@@ -774,7 +774,7 @@ def _print_table(rows: list[dict]) -> None:
     """FILE, JOB ID, STATE, ACTION on stdout (the action: the main one, with its confidence)."""
     table = [("FILE", "JOB ID", "STATE", "ACTION")]
     for r in rows:
-        action = f"{r['action']} {_pct(r['confidence'])}" if r.get("action") else (
+        action = f"{r['action']}{'' if r['confidence'] is None else ' ' + _pct(r['confidence'])}" if r.get("action") else (
             _cell(r.get("error"))[:60] if r["state"] in ("failed", "refused", "error") else "-")
         table.append((r["file"], _cell(r.get("job_id")), _cell(r.get("state")), action))
     widths = [max(len(row[c]) for row in table) for c in range(4)]

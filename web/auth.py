@@ -471,8 +471,8 @@ def webhook_command(name: str, url: str | None, no_url: bool, new_secret: bool):
             row.webhook_secret = new_webhook_secret()
         db.commit()
         click.echo(row.webhook_secret)
-        click.echo(f"Webhooks of {name!r}'s jobs are signed with this secret (Har-Signature); default callback URL: "
-                   f"{row.callback_url or 'none'}.", err=True)
+        click.echo(f"The webhooks of the jobs of token {name!r} are signed with this secret (Har-Signature); default "
+                   f"callback URL: {row.callback_url or 'none'}.", err=True)
 
 
 @tokens_cli.command("revoke", help="Revoke the token of NAME: it is refused (401) from now on.")
