@@ -157,3 +157,22 @@ def test_pytest_and_ruff_read_their_settings_from_pyproject():
     res = subprocess.run([sys.executable, "-m", "pytest", "--co", "tests/test_plots.py"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "configfile: pyproject.toml" in res.stdout, res.stdout
+
+
+def test_batch_progress_keeps_one_line_per_file_on_a_terminal():
+    import io
+
+    from har.client import BatchProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    bar = BatchProgress(["a.mp4", "b.mp4"], stream=out)
+    bar.set(0, "uploading", key="upload", force=True)
+    bar.set(1, "submitted: job 1", key="submitted", force=True)
+    bar.set(0, "done: BOXING 99 %", key="end", force=True)
+    frames = out.getvalue().split("\x1b[2F")  # each redraw moves back up over the two lines it drew
+    assert len(frames) == 3
+    assert frames[-1] == "\x1b[2Ka.mp4  done: BOXING 99 %\n\x1b[2Kb.mp4  submitted: job 1\n"
