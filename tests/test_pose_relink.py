@@ -345,3 +345,95 @@ def test_extract_tracks_keeps_one_track_per_person_through_a_detection_gap(clip,
         assert np.linalg.norm(c[k + 1] - c[k]) < 0.25 * w
     restored = PoseExtraction.from_bytes(ex.to_bytes())
     assert [len(t) for t in restored.tracks] == [len(t) for t in ex.tracks]
+
+
+def _dense_plan(tracks, cuts_s=()):
+    """The joins as a dense all-pairs matrix makes them (the rule plan_links implements sparsely)."""
+    from models.pose import relink
+
+    n = len(tracks)
+    step = relink.sample_step(tracks)
+    cost = np.full((n, n), np.inf)
+    for i in range(n):
+        for j in range(n):
+            if i != j and tracks[j].times[0] > tracks[i].times[0]:
+                cost[i, j] = link_cost(tracks[i], tracks[j], cuts_s, step)
+    rows = [i for i in range(n) if np.isfinite(cost[i]).any()]
+    cols = [j for j in range(n) if np.isfinite(cost[:, j]).any()]
+    if not rows:
+        return []
+    links = relink._assign(tracks, cost[np.ix_(rows, cols)], np.asarray(rows), np.asarray(cols))
+    return sorted((lk.head, lk.tail, round(lk.cost, 9)) for lk in links)
+
+
+def _edges(tracks):
+    from models.pose import relink
+
+    step = relink.sample_step(tracks)
+    return {(i, j): c for i in range(len(tracks)) for j in range(len(tracks))
+            if i != j and tracks[j].times[0] > tracks[i].times[0]
+            and np.isfinite(c := link_cost(tracks[i], tracks[j], (), step))}
+
+
+def _crowd(people, n_pieces: int, seed: int, span_s: float) -> list[PoseTrack]:
+    """``n_pieces`` tracklets cut from the two real people, placed at random times over ``span_s`` seconds and at
+    random places (a crowd that comes and goes)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n_pieces):
+        src = people[k % 2]
+        a = int(rng.integers(0, len(src) - 8))
+        rows = np.arange(a, min(len(src), a + int(rng.integers(4, 20))))
+        p = piece(src, rows, k + 1, shift=(float(rng.uniform(-200, 800)), float(rng.uniform(-100, 300))))
+        dt = float(rng.uniform(0, span_s)) - float(p.times[0])
+        out.append(PoseTrack(track_id=p.track_id, frame_indices=p.frame_indices, times=p.times + dt,
+                             keypoints=p.keypoints, boxes=p.boxes, scores=p.scores))
+    return out
+
+
+def test_sparse_planning_makes_the_joins_a_dense_matrix_makes(people):
+    """Only the pairs in each other's join window are costed, and each group of candidates is assigned on its own:
+    the same joins as a minimum-cost assignment over the full matrix, on crowds of tracklets that come and go."""
+    for seed in range(4):
+        tracks = _crowd(people, 60, seed, span_s=20.0)
+        sparse = sorted((lk.head, lk.tail, round(lk.cost, 9)) for lk in plan_links(tracks))
+        assert sparse == _dense_plan(tracks), seed
+        assert sparse or seed  # the crowd does give joins to make
+
+
+def test_a_crowd_over_minutes_is_assigned_in_blocks_with_valid_joins(people, monkeypatch):
+    """A group of candidate joins larger than MAX_BLOCK ends (people coming and going in one place for minutes) is
+    assigned in time-ordered blocks: every tracklet still continues at most one other and is continued by at most
+    one, every join is a feasible one, and with blocks as large as the group the joins are the exact ones."""
+    from models.pose import relink
+
+    tracks = _crowd(people, 300, seed=3, span_s=40.0)
+    monkeypatch.setattr(relink, "MAX_BLOCK", 10 ** 6)
+    exact = sorted((lk.head, lk.tail, round(lk.cost, 9)) for lk in plan_links(tracks))
+    assert exact == _dense_plan(tracks)
+    assert max(len(rows) for rows, _ in relink._components(_edges(tracks))) > 7  # a group that needs blocks below
+    monkeypatch.setattr(relink, "MAX_BLOCK", 7)
+    blocks = plan_links(tracks)
+    assert len({lk.head for lk in blocks}) == len(blocks) == len({lk.tail for lk in blocks})
+    by_id = {t.track_id: t for t in tracks}
+    step = relink.sample_step(tracks)
+    for lk in blocks:
+        assert np.isclose(lk.cost, link_cost(by_id[lk.head], by_id[lk.tail], (), step))
+    assert abs(len(blocks) - len(exact)) <= max(3, len(exact) // 10)  # close to the exact assignment
+
+
+def test_planning_a_long_crowded_video_needs_no_square_matrix(people):
+    """Ten minutes of a crowd that comes and goes (1500 tracklets): the planner's memory stays far below what an
+    n x n matrix of costs would take (18 MB here; 100 MB at 3600 tracklets)."""
+    import tracemalloc
+
+    tracks = _crowd(people, 1500, seed=7, span_s=600.0)
+    tracemalloc.start()
+    try:
+        links = plan_links(tracks)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert links
+    dense_bytes = len(tracks) ** 2 * 8
+    assert peak < dense_bytes / 5, (peak, dense_bytes)

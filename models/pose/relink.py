@@ -58,6 +58,8 @@ GAP_COST = 0.25          # cost of a join: + this x the gap's share of MAX_GAP_S
 TURN_COST = 0.25         # ... + this x the velocity change over the gap in person sizes (at most 1)
 UNLINKED_COST = 1.25     # an end and a start left unjoined cost this together: joins dearer than that are not made
 CUT_TOL_S = 1e-3         # shot cut times are rounded to the millisecond
+MAX_BLOCK = 150          # a group of candidate joins with more ends than this (a dense crowd over minutes) is assigned
+                         # in blocks of this many ends, in time order, so the assignment's matrix stays small
 _INFEASIBLE = 1e6
 
 # COCO-17 joints of the torso
@@ -181,45 +183,77 @@ def link_cost(a: PoseTrack, b: PoseTrack, cuts_s=(), step_s: float = 0.0, max_ga
 def plan_links(tracks: list[PoseTrack], cuts_s=(), max_gap_s: float = MAX_GAP_S,
                max_overlap_s: float = MAX_OVERLAP_S) -> list[Link]:
     """The joins to make, cheapest first: each tracklet continues at most one other and is continued by at most one,
-    chosen together by a minimum-cost assignment (see the module's text)."""
+    chosen together by a minimum-cost assignment (see the module's text).
+
+    Sparse: only the pairs whose start falls in the join window of an end are costed (found by a binary search over
+    the sorted starts) and kept, so time and memory grow with the candidate joins, not with the square of the
+    tracklets (a long crowded video has thousands); each connected group of candidates is assigned on its own."""
     n = len(tracks)
     if n < 2:
         return []
     step = sample_step(tracks)
     starts = np.array([t.times[0] if len(t) else np.inf for t in tracks], np.float64)
     ends = np.array([t.times[-1] if len(t) else -np.inf for t in tracks], np.float64)
-    cost = np.full((n, n), np.inf)
+    by_id = {int(t.track_id): k for k, t in enumerate(tracks)}
+    order = np.argsort(starts, kind="stable")
+    sorted_starts = starts[order]
+    edges: dict[tuple[int, int], float] = {}
     for i in range(n):
-        near = np.nonzero((starts > starts[i]) & (starts <= ends[i] + max_gap_s + 1.5 * step)
-                          & (starts >= ends[i] - max_overlap_s - 1e-9))[0]
-        for j in near:
-            cost[i, j] = link_cost(tracks[i], tracks[j], cuts_s, step, max_gap_s, max_overlap_s)
+        if not np.isfinite(ends[i]):
+            continue
+        lo = np.searchsorted(sorted_starts, max(starts[i], ends[i] - max_overlap_s - 1e-9), side="left")
+        hi = np.searchsorted(sorted_starts, ends[i] + max_gap_s + 1.5 * step, side="right")
+        for j in order[lo:hi]:
+            if starts[j] > starts[i]:
+                c = link_cost(tracks[i], tracks[int(j)], cuts_s, step, max_gap_s, max_overlap_s)
+                if np.isfinite(c):
+                    edges[(i, int(j))] = c
+    out_of: dict[int, list[int]] = {}
+    for i, j in edges:
+        out_of.setdefault(i, []).append(j)
     links = []
-    for rows, cols in _components(np.isfinite(cost)):
-        links += _assign(tracks, cost[np.ix_(rows, cols)], rows, cols)
+    for rows, _ in _components(edges):
+        # exact for a group of up to MAX_BLOCK ends; a larger one (a crowd coming and going for minutes) in blocks of
+        # consecutive ends, each assigned exactly among the starts that earlier blocks left free
+        rows = sorted(rows, key=lambda i: (ends[i], i))
+        taken: set[int] = set()
+        for b in range(0, len(rows), MAX_BLOCK):
+            block = rows[b:b + MAX_BLOCK]
+            cols = sorted({j for i in block for j in out_of[i]} - taken)
+            if not cols:
+                continue
+            index_c = {c: k for k, c in enumerate(cols)}
+            cost = np.full((len(block), len(cols)), np.inf)
+            for k, i in enumerate(block):
+                for j in out_of[i]:
+                    if j in index_c:
+                        cost[k, index_c[j]] = edges[(i, j)]
+            made = _assign(tracks, cost, np.asarray(block), np.asarray(cols))
+            links += made
+            taken |= {int(by_id[lk.tail]) for lk in made}
     return sorted(links, key=lambda lk: lk.cost)
 
 
-def _components(feasible: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The connected groups of ends (rows) and starts (columns) of the candidate joins: each is assigned on its own
-    (the same result as one assignment over all, at a fraction of its cost)."""
-    n_r, n_c = feasible.shape
-    parent = list(range(n_r + n_c))
+def _components(edges: dict[tuple[int, int], float]) -> list[tuple[list[int], list[int]]]:
+    """The connected groups of ends (rows) and starts (columns) of the candidate joins ``edges`` ((end, start) ->
+    cost): each is assigned on its own (the same result as one assignment over all, at a fraction of its cost)."""
+    parent: dict[tuple[str, int], tuple[str, int]] = {}
 
-    def root(x: int) -> int:
+    def root(x):
+        parent.setdefault(x, x)
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
-    for i, j in zip(*np.nonzero(feasible)):
-        parent[root(int(i))] = root(n_r + int(j))
-    groups: dict[int, tuple[list, list]] = {}
-    for i in np.nonzero(feasible.any(1))[0]:
-        groups.setdefault(root(int(i)), ([], []))[0].append(int(i))
-    for j in np.nonzero(feasible.any(0))[0]:
-        groups.setdefault(root(n_r + int(j)), ([], []))[1].append(int(j))
-    return [(np.asarray(r), np.asarray(c)) for r, c in groups.values()]
+    for i, j in edges:
+        parent[root(("r", i))] = root(("c", j))
+    groups: dict[tuple[str, int], tuple[list, list]] = {}
+    for i in sorted({i for i, _ in edges}):
+        groups.setdefault(root(("r", i)), ([], []))[0].append(i)
+    for j in sorted({j for _, j in edges}):
+        groups.setdefault(root(("c", j)), ([], []))[1].append(j)
+    return list(groups.values())
 
 
 def _assign(tracks: list[PoseTrack], cost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[Link]:
