@@ -134,6 +134,11 @@ def json_error(http_status: int, error: str, message: str, **extra):
     return resp
 
 
+DATABASE_UNAVAILABLE_MESSAGE = "The database is unavailable right now; nothing was changed. Please try again in a moment."
+DATABASE_RETRY_AFTER_S = 10
+STORAGE_UNAVAILABLE_MESSAGE = "The storage service is unavailable right now; nothing was changed. Please try again later."
+
+
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc):
@@ -155,6 +160,52 @@ def _register_error_handlers(app: Flask) -> None:
                               exc.description or exc.name)
         return render_template("error.html", title=exc.name, message=exc.description,
                                status=exc.code), exc.code
+
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def _database_unavailable(exc):
+        """The database cannot be reached (stopped, restarting, refusing connections, its pool exhausted): a 503 that
+        says so and when to try again, not a 500 "something went wrong"; nothing was changed."""
+        app.logger.warning("database unavailable on %s %s: %s", request.method, request.path,
+                           str(exc).splitlines()[0][:300])
+        if wants_json():
+            resp = json_error(503, "database_unavailable", DATABASE_UNAVAILABLE_MESSAGE)
+        else:
+            try:
+                html = render_template("error.html", title="Temporarily unavailable",
+                                       message=DATABASE_UNAVAILABLE_MESSAGE, status=503)
+            except Exception:  # noqa: BLE001 - the page's own parts may need the database too
+                html = f"<!doctype html><title>Temporarily unavailable</title><p>{DATABASE_UNAVAILABLE_MESSAGE}</p>"
+            resp = app.make_response((html, 503))
+        resp.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def _storage_unavailable(exc):
+        """The object storage cannot be reached (S3: connection refused or cut, timeouts) while a request reads it
+        (a re-run checks the stored video, a download): 503, as an upload that cannot be stored gets."""
+        app.logger.warning("storage unavailable on %s %s: %s", request.method, request.path,
+                           str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        if wants_json():
+            resp = json_error(503, "storage_unavailable", STORAGE_UNAVAILABLE_MESSAGE)
+        else:
+            resp = app.make_response((render_template("error.html", title="Temporarily unavailable",
+                                                      message=STORAGE_UNAVAILABLE_MESSAGE, status=503), 503))
+        resp.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    try:
+        from har.storage_s3 import transient_errors
+
+        for cls in transient_errors():
+            app.register_error_handler(cls, _storage_unavailable)
+    except ImportError:  # boto3 not installed: local storage only
+        pass
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -21,6 +21,8 @@ from .uploads import UploadError, enqueue_or_fail, parse_params, webhook_fields
 log = logging.getLogger(__name__)
 
 MAX_JOB_ID = 64
+DELETE_STORAGE_UNAVAILABLE_MESSAGE = ("The job was not deleted: the storage service is unavailable right now, so its "
+                                      "files could not be removed. Nothing was changed; please try again later.")
 
 
 def _not_found(job_id: str) -> UploadError:
@@ -44,7 +46,16 @@ def delete_job(job_id: str, storage, session, *, principal) -> Job:
     """Delete a finished job of ``principal``'s, its rows and its files (and its video when no other job uses it).
 
     Returns the deleted (detached) job. The rows go in one transaction; the files after it commits,
-    so a failure never leaves rows pointing at missing files."""
+    so a failure never leaves rows pointing at missing files. When the storage cannot be reached the job is not
+    deleted at all (503 ``storage_unavailable``): its rows would go and its files stay, with nothing left to find
+    them by."""
+    try:  # before the row is locked (S3: a HEAD of the bucket, seconds at most)
+        storage.check()
+    except Exception as exc:  # noqa: BLE001 - unreachable, refusing, not writable
+        session.rollback()
+        log.warning("job %s not deleted: the storage cannot be reached (%s)", job_id,
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        raise UploadError(503, "storage_unavailable", DELETE_STORAGE_UNAVAILABLE_MESSAGE) from None
     job = _locked_job(session, job_id)
     try:
         require_manager(principal, job, "delete it")

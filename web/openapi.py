@@ -27,6 +27,11 @@ RATE_LIMITED = _limited("Too many new jobs (uploads and re-runs) from this clien
 NOT_YOURS = _error("The job is not the client's (`forbidden`): only whoever submitted it (or an admin token) may "
                    "do this.")
 
+DATABASE_UNAVAILABLE = {**_error("The database (`database_unavailable`) or the object storage (`storage_unavailable`) "
+                                 "is unavailable right now: nothing was changed; try again after `Retry-After` "
+                                 "seconds."),
+                        "headers": {"Retry-After": {"description": "Seconds to wait before trying again.",
+                                                    "schema": {"type": "integer"}}}}
 CROSS_SITE = _error("A change sent by another web site with a browser's cookie (`cross_site_request`: "
                     "`Sec-Fetch-Site` cross-site or same-site, and no bearer token).")
 
@@ -92,6 +97,15 @@ def openapi_document(settings=None) -> dict[str, Any]:
     for ops in doc["paths"].values():  # a token that is not valid is refused whatever the call (web/auth.py)
         for method, op in ops.items():
             op["responses"].setdefault("401", INVALID_TOKEN)
+            # the database unreachable, whatever the call (web/__init__.py); /api/health reports it in its own body
+            mine = op["responses"].get("503")
+            if mine is None:
+                op["responses"]["503"] = DATABASE_UNAVAILABLE
+            elif mine.get("content") == DATABASE_UNAVAILABLE["content"]:
+                op["responses"]["503"] = {**mine, "description": mine["description"] + " Or "
+                                          + DATABASE_UNAVAILABLE["description"][0].lower()
+                                          + DATABASE_UNAVAILABLE["description"][1:],
+                                          "headers": DATABASE_UNAVAILABLE["headers"]}
             if method in ("post", "delete"):  # a change sent by another site with a browser's cookie (web/auth.py)
                 mine = op["responses"].get("403")
                 op["responses"]["403"] = CROSS_SITE if mine is None else {
