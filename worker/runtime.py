@@ -341,6 +341,7 @@ def run_claimed(settings: Settings, job_id: str, stage: str, task_id: str | None
             return False
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
         if transient(exc):
+            give_back_attempt(settings, claimed)
             raise
         fail(settings, job_id, stage, exc, claimed.task_id)
         return False
@@ -348,6 +349,23 @@ def run_claimed(settings: Settings, job_id: str, stage: str, task_id: str | None
     if next_task and waits_for(settings, job_id, waiting_state):
         hand_over(settings, next_task, job_id)
     return True
+
+
+def give_back_attempt(settings: Settings, c: Claim) -> None:
+    """The claimed stage stopped on a transient error (the database, the broker or the object storage unreachable)
+    and its task will be retried (run_stage, at most TRANSIENT_RETRIES times): that run does not count against
+    ``HAR_MAX_ATTEMPTS``, which bounds the attempts that crashed (a worker killed, out of memory), so a short outage
+    and a worker restart together do not fail a job with "gave up after 3 attempts". Best effort: when the database
+    itself cannot record it, the attempt counts."""
+    try:
+        with session_scope(settings) as s:
+            s.execute(update(Job)
+                      .where(Job.id == c.job_id, Job.task_id == c.task_id, Job.attempts == c.attempt,
+                             unfinished_sql())
+                      .values(attempts=c.attempt - 1))
+    except Exception as exc:  # noqa: BLE001 - the database is down too: the attempt counts
+        log.warning("%s: job %s: could not give back attempt %d (%s)", c.stage, c.job_id, c.attempt,
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
 
 
 def waits_for(settings: Settings, job_id: str, state: str) -> bool:
