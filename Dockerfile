@@ -28,9 +28,11 @@ COPY models/ models/
 COPY worker/ worker/
 COPY web/ web/
 
+# /proxy-conf: docker-compose.yml's proxy-config service writes the reverse proxy's configuration there (a volume that
+# the nginx container reads; a new volume takes this directory's owner)
 RUN useradd --create-home --uid 1000 har \
- && mkdir -p /data/storage \
- && chown -R har:har /data
+ && mkdir -p /data/storage /proxy-conf \
+ && chown -R har:har /data /proxy-conf
 USER har
 VOLUME ["/data"]
 EXPOSE 8000

@@ -94,6 +94,14 @@ class Settings:
     upload_rate: str = "60/hour"
     # reverse proxies in front of the web app whose X-Forwarded-For / -Proto are trusted (client IP, https)
     trusted_proxies: int = 0
+    # the reverse proxy in front of the web app (har/proxy.py: nginx; scripts/run_local.py starts it, docker-compose.yml
+    # runs it as the proxy service): "nginx", or "none" (run_local.py only: gunicorn on the public port, unprotected
+    # from slow clients). The request line and headers must arrive within proxy_header_timeout_s; a request body that
+    # stops arriving for proxy_body_timeout_s is cut off; at most proxy_conn_per_ip requests in progress per address
+    proxy: str = "nginx"
+    proxy_header_timeout_s: float = 10.0
+    proxy_body_timeout_s: float = 30.0
+    proxy_conn_per_ip: int = 32
     # webhooks (har/webhooks.py): callback URLs on loopback, private and link-local addresses are refused unless
     # webhook_allow_private; each attempt connects within webhook_connect_timeout_s and waits webhook_read_timeout_s
     # for the answer; failed attempts (timeouts, connection errors, 5xx, 408/425/429) are retried after

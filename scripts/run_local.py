@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Run the whole service on this machine: migrations, Redis, one worker per queue (pose, classify, video, webhook),
-the web app.
+the web app behind its reverse proxy.
 
     python scripts/run_local.py            # http://127.0.0.1:8000 (HAR_PORT / --port to change)
+
+The public port is nginx's (``HAR_PROXY=nginx``, the default; har/proxy.py writes its configuration to
+``HAR_DATA_DIR/proxy/nginx.conf`` at every start): it reads each request whole, spooling bodies to
+``HAR_DATA_DIR/proxy/spool/``, before gunicorn gets it over a unix socket (``HAR_DATA_DIR/proxy/web.sock``), so clients
+that send slowly hold no gunicorn thread. ``HAR_PROXY=none`` serves gunicorn on the public port itself, as before.
 
 Everything it starts is its own child process, supervised: a part that stops (Redis, a worker, the web
 server) is started again after a pause (``HAR_RESTART_DELAY_S``, doubling up to ``HAR_RESTART_DELAY_MAX_S``;
@@ -25,7 +30,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +53,68 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def find_nginx() -> str | None:
+    """nginx's executable: on the PATH, or in the sbin directories a user's PATH often lacks (Debian: /usr/sbin)."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def bind_open(bind: str) -> bool:
+    """Whether the web server accepts connections on its gunicorn-style address (``unix:/path``, ``host:port``)."""
+    if bind.startswith("unix:"):
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(0.5)
+                s.connect(bind[len("unix:"):])
+            return True
+        except OSError:
+            return False
+    host, _, port = bind.rpartition(":")
+    return port_open(host.strip("[]") if host not in ("0.0.0.0", "[::]") else "127.0.0.1", int(port))
+
+
+def listen_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ProxyError(RuntimeError):
+    """nginx cannot run: not installed, or it refuses the configuration written for it."""
+
+
+def setup_proxy(settings, data_dir: Path, host: str, port: int, gunicorn: bool, py_env: dict):
+    """The reverse proxy (har/proxy.py): its directory, the address the web app binds to behind it (a unix socket, or
+    a local port when the socket's path is too long or the web server is Flask's), and nginx's command line after its
+    configuration was written and checked (``nginx -t``). Returns (web bind address, nginx command); raises
+    :class:`ProxyError` with the reason when nginx cannot run."""
+    from har.proxy import render_main
+
+    exe = find_nginx()
+    if not exe:
+        raise ProxyError("[run] nginx is not installed (scripts/start.sh installs it; HAR_PROXY=none serves the web app "
+                         "without it, unprotected from slow clients)")
+    proxy_dir = data_dir / "proxy"
+    spool = proxy_dir / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    os.chmod(proxy_dir, 0o700)  # the web app's socket and the spooled uploads: for this account only
+    sock = proxy_dir / "web.sock"
+    if gunicorn and len(str(sock)) < 100:  # sun_path holds 107 bytes
+        bind, upstream = f"unix:{sock}", f"unix:{sock}"
+    else:
+        bind = f"127.0.0.1:{free_port()}"
+        upstream = bind
+    conf = proxy_dir / "nginx.conf"
+    conf.write_text(render_main(
+        settings, upstreams=[upstream], listen=listen_address(host, port), spool_dir=spool,
+        pid_file=proxy_dir / "nginx.pid",
+        # started as root, nginx runs its workers as nobody, who may not reach the socket or the spool: run them
+        # as the account that runs the rest of the service
+        user="root" if os.geteuid() == 0 else None))
+    cmd = [exe, "-p", str(proxy_dir), "-c", str(conf)]
+    check = subprocess.run(cmd + ["-t", "-q"], cwd=ROOT, env=py_env, capture_output=True, text=True)
+    if check.returncode != 0:
+        raise ProxyError(f"[run] nginx refuses its configuration ({conf}):\n{(check.stderr or check.stdout).strip()}")
+    return bind, cmd
 
 
 class Service:
@@ -185,6 +251,10 @@ def main(argv=None) -> int:
     if port_open(args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1", args.port):
         print(f"[run] port {args.port} is already in use: set HAR_PORT (or --port) to another one", flush=True)
         return 2
+    proxy = settings.proxy.strip().lower() or "nginx"
+    if proxy not in ("nginx", "none"):
+        print(f"[run] HAR_PROXY={settings.proxy!r}: use nginx (the default) or none", flush=True)
+        return 2
 
     stopping, force = threading.Event(), threading.Event()
 
@@ -248,14 +318,29 @@ def main(argv=None) -> int:
                 "--concurrency", str(concurrency), "-Q", ",".join(queues), "-n", f"{name}@%h"], env, 60).start())
 
         gunicorn = shutil.which("gunicorn", path=str(Path(py).parent)) or shutil.which("gunicorn")
+        web_env, nginx = env, None
+        bind = listen_address(args.host, args.port)
+        if proxy == "nginx":
+            try:
+                bind, nginx = setup_proxy(settings, data_dir, args.host, args.port, bool(gunicorn), env)
+            except ProxyError as exc:
+                print(exc, flush=True)
+                return 2
+            # the proxy appends the client's address and scheme to X-Forwarded-For / -Proto: trust one hop (more
+            # when HAR_TRUSTED_PROXIES says there are more proxies in front of this machine)
+            web_env = dict(env, HAR_TRUSTED_PROXIES=str(max(1, settings.trusted_proxies)))
         if gunicorn:
-            web = [gunicorn, "web:create_app()", "--bind", f"{args.host}:{args.port}", "--workers",
+            web = [gunicorn, "web:create_app()", "--bind", bind, "--workers",
                    str(args.web_workers), "--threads", "4", "--timeout", "300", "--access-logfile", "-"]
         else:
-            web = [py, "-m", "flask", "--app", "web:create_app()", "run", "--host", args.host, "--port", str(args.port)]
+            host, _, port = bind.rpartition(":")
+            web = [py, "-m", "flask", "--app", "web:create_app()", "run", "--host", host.strip("[]"), "--port", port]
         if stopping.is_set():
             return 0
-        services.append(Service("web", "web server", web, env, 15).start())
+        services.append(Service("web", "web server", web, web_env, 15).start())
+        if nginx:
+            services.append(Service("proxy", "nginx", nginx, env, 15).start())
+            print(f"[run] proxy: nginx on {listen_address(args.host, args.port)} -> web app on {bind}", flush=True)
 
         if os.environ.get("HAR_FLOWER", "").strip().lower() in ("1", "true", "yes"):
             # Celery's monitoring UI, on this machine only (it has no login of its own)
@@ -269,6 +354,7 @@ def main(argv=None) -> int:
 
         url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
         ready = False
+        # ready once the web app answers through the proxy (the proxy alone answers 503 while the app starts)
         deadline = time.monotonic() + 120
         while not stopping.is_set():
             failed = supervise(services, policy, time.monotonic())
@@ -278,11 +364,11 @@ def main(argv=None) -> int:
                 break
             if not ready:
                 try:
-                    urllib.request.urlopen(url + "/", timeout=2).close()
+                    if not bind_open(bind):  # the web server does not listen yet (nginx would answer 503)
+                        raise ConnectionRefusedError(bind)
+                    urllib.request.urlopen(url + "/healthz", timeout=2).close()
                     ready = True
-                except urllib.error.HTTPError:
-                    ready = True  # it answers
-                except OSError:
+                except OSError:  # not listening yet, or an HTTP error (urllib raises both as OSError)
                     if time.monotonic() > deadline:
                         print("[run] the web app did not answer within 120 s", flush=True)
                         rc = 1

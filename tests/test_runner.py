@@ -6,19 +6,29 @@ directory, with its own redis-server, Celery workers and gunicorn, and real jobs
   by themselves and both jobs end done.
 * a worker's main process killed in the middle of a job: its pool processes go with it, the worker is started
   again and the job ends done, once.
+* slow and hostile clients (README: The reverse proxy): 50 uploads that trickle 10 bytes a second, each from a
+  loopback address of its own, hold connections to the runner's public port (nginx) while /healthz and a normal
+  upload are answered; once they stop sending, the proxy cuts each off after its body timeout and nothing of them
+  reaches the web app or the storage. The per-address connection limit (429) and the upload limit (413 from the
+  proxy for a declared length far over it, from the app just over it; the same JSON) on the same port.
 * SIGTERM: everything stops, nothing is restarted.
 * a part that fails right after every start: the runner gives up and stops everything (exit status 1).
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -33,6 +43,10 @@ RESTART_DELAY_S = 3  # long enough to see the service while Redis is down
 START_TIMEOUT_S = 180
 JOB_TIMEOUT_S = 240
 STARTED = re.compile(r"^\[run\] (.+?) (?:started|restarted) \(pid (\d+)\)$", re.M)
+# the proxy's limits in the runner below: short, so that the slow-client test takes seconds
+BODY_TIMEOUT_S = 3
+CONN_PER_IP = 8
+MAX_UPLOAD_MB = 2
 
 
 class Runner:
@@ -205,7 +219,8 @@ def clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory):
-    run = Runner(tmp_path_factory.mktemp("runner"))
+    run = Runner(tmp_path_factory.mktemp("runner"), HAR_PROXY_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
+                 HAR_PROXY_CONN_PER_IP=str(CONN_PER_IP), HAR_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB))
     try:
         run.wait_ready()
         yield run
@@ -272,6 +287,188 @@ def test_worker_killed_in_the_middle_of_a_job_is_restarted(runner, clip):
     after = runner.pids()
     assert after["pose worker"] != worker and pid_alive(after["pose worker"])
     assert {k: v for k, v in after.items() if k != "pose worker"} == {k: v for k, v in before.items() if k != "pose worker"}
+
+
+# ----------------------------------------------------------------------------------- slow and hostile clients
+SLOW_CLIENTS = 50
+REQUEST_TIMEOUT_S = 5  # "answers within a second", as a client's timeout with room for a loaded machine
+SLOW_BOUNDARY = "slow-client-boundary"
+
+
+def multipart(boundary: str, filename: str, content: bytes) -> bytes:
+    return (f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="{filename}"\r\n'
+            f"Content-Type: video/mp4\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+
+
+def start_slow_upload(port: int, source: str, video_bytes: int = 1024 * 1024) -> socket.socket:
+    """A connection from ``source`` (a loopback address) that starts an upload of ``video_bytes``: the request's
+    headers and the start of its multipart body, nothing more."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    head = (f'--{SLOW_BOUNDARY}\r\nContent-Disposition: form-data; name="video"; filename="slow.mp4"\r\n'
+            f"Content-Type: video/mp4\r\n\r\n").encode()
+    length = len(head) + video_bytes + len(f"\r\n--{SLOW_BOUNDARY}--\r\n")
+    sock.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                 f"Content-Type: multipart/form-data; boundary={SLOW_BOUNDARY}\r\n"
+                 f"Content-Length: {length}\r\n\r\n".encode() + head)
+    return sock
+
+
+def timed_request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                  source: str = "127.0.0.1", timeout: float = REQUEST_TIMEOUT_S) -> tuple[int, dict, bytes, float]:
+    """(status, headers, body, seconds) of one request from ``source``; the client gives up after ``timeout``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
+    t0 = time.monotonic()
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data, time.monotonic() - t0
+    finally:
+        conn.close()
+
+
+def storage_uploads(runner) -> list[str]:
+    root = runner.base / "data" / "storage" / "uploads"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def spooled_bodies(runner) -> list[Path]:
+    return [p for p in (runner.base / "data" / "proxy" / "spool" / "body").rglob("*") if p.is_file()]
+
+
+def job_count(runner) -> int:
+    with sqlite3.connect(runner.base / "data" / "har.sqlite3", timeout=30) as db:
+        return db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+
+
+def is_open(sock: socket.socket) -> bool:
+    """Nothing came back on the connection: no answer, no close, no reset."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return not readable
+
+
+@needs_redis
+def test_slow_uploads_hold_no_web_thread_and_are_cut_off_after_the_body_timeout(runner, clip):
+    log_mark = len(runner.text())
+    uploads_before, jobs_before = storage_uploads(runner), job_count(runner)
+
+    # 50 uploads from 50 addresses (127.0.1.1 ...), each sending 10 bytes a second: together they are far more than
+    # the web server's threads (1 gunicorn worker x 4 threads here)
+    slow = [start_slow_upload(runner.port, f"127.0.1.{i + 1}") for i in range(SLOW_CLIENTS)]
+    last_sent = [time.monotonic()] * SLOW_CLIENTS
+    trickling = threading.Event()
+    trickling.set()
+
+    def trickle():
+        while trickling.is_set():
+            for i, sock in enumerate(slow):
+                try:
+                    sock.sendall(b"\0" * 10)
+                    last_sent[i] = time.monotonic()
+                except OSError:
+                    pass  # cut off: seen below
+            trickling.wait(1.0)
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    try:
+        time.sleep(1.5)  # every slow upload has sent its first bytes of video
+        status, _, body, healthz_s = timed_request(runner.port, "GET", "/healthz")
+        assert status == 200 and json.loads(body) == {"status": "ok"}, body
+        boundary = uuid.uuid4().hex
+        status, _, raw, upload_s = timed_request(
+            runner.port, "POST", "/api/jobs", multipart(boundary, clip.name, clip.read_bytes()),
+            {"Content-Type": f"multipart/form-data; boundary={boundary}"}, source="127.0.0.2")
+        assert status == 202, raw
+        job_id = json.loads(raw)["id"]
+        time.sleep(BODY_TIMEOUT_S + 0.5)  # longer than the body timeout: the trickling uploads are kept
+        held = sum(is_open(s) for s in slow)
+    finally:
+        trickling.clear()
+        sender.join()
+    stopped = max(last_sent)
+    print(f"\n{SLOW_CLIENTS} slow uploads open (10 bytes/s each): /healthz answered in {healthz_s * 1000:.0f} ms, a "
+          f"normal upload ({clip.stat().st_size} bytes) in {upload_s * 1000:.0f} ms; {held} of them still open "
+          f"{BODY_TIMEOUT_S + 0.5:.1f} s later")
+    assert held == SLOW_CLIENTS, "a slow upload was cut off while it was still sending"
+
+    # they stop sending: the proxy cuts each off after the body timeout (a reset, or a close without an answer)
+    closed_after: dict[int, float] = {}
+    pending = {s.fileno(): i for i, s in enumerate(slow)}
+    deadline = time.monotonic() + BODY_TIMEOUT_S + 30
+    while pending and time.monotonic() < deadline:
+        readable, _, _ = select.select([slow[i] for i in pending.values()], [], [], 0.5)
+        for sock in readable:
+            try:
+                answer = sock.recv(4096)
+            except OSError:  # reset: reset_timedout_connection
+                answer = b""
+            assert answer == b"", f"a slow upload got an answer: {answer[:200]!r}"
+            closed_after[pending.pop(sock.fileno())] = time.monotonic() - last_sent[slow.index(sock)]
+    for sock in slow:
+        sock.close()
+    assert not pending, f"{len(pending)} slow uploads were not cut off within {BODY_TIMEOUT_S + 30} s"
+    times = sorted(closed_after.values())
+    print(f"cut off {times[0]:.2f} to {times[-1]:.2f} s (median {times[len(times) // 2]:.2f} s) after their last "
+          f"bytes (body timeout {BODY_TIMEOUT_S} s); all {len(times)} within "
+          f"{time.monotonic() - stopped:.2f} s of the last one sent")
+    assert times[0] >= BODY_TIMEOUT_S - 0.5, times  # by the body timeout, not before it
+
+    # nothing of them was stored, nor reached the web app: one new job and one new upload (the normal one); the
+    # proxy logged each slow one as 408 and removed what it had spooled; gunicorn saw one POST, from the client's
+    # address (X-Forwarded-For, trusted: HAR_TRUSTED_PROXIES=1)
+    timed_out = re.compile(r'^\[proxy\] 127\.0\.1\.\d+ .*"POST /api/jobs HTTP/1\.1" 408 ', re.M)
+    wait_for(lambda: len(timed_out.findall(runner.text()[log_mark:])) == SLOW_CLIENTS, 30,
+             "the proxy to log every slow upload as timed out (408)")
+    assert job_count(runner) == jobs_before + 1
+    assert len(storage_uploads(runner)) == len(uploads_before) + 1, storage_uploads(runner)
+    assert not spooled_bodies(runner)
+    web_posts = re.findall(r"^\[web\] (\S+) .*\"POST /api/jobs HTTP/1\.\d\" (\d+)", runner.text()[log_mark:], re.M)
+    assert web_posts == [("127.0.0.2", "202")], web_posts
+    assert runner.job(job_id)["status"] in ("queued", "extracting", "classifying", "reporting", "done")
+
+
+@needs_redis
+def test_proxy_limits_connections_per_address_and_upload_size(runner):
+    # HAR_PROXY_CONN_PER_IP requests in progress from one address; one more gets 429 at once, another address not
+    held = [start_slow_upload(runner.port, "127.0.3.1") for _ in range(CONN_PER_IP)]
+    try:
+        time.sleep(0.5)
+        status, headers, body, _ = timed_request(runner.port, "GET", "/api/health", source="127.0.3.1")
+        assert status == 429, body
+        assert json.loads(body)["error"] == "too_many_connections" and headers["retry-after"] == "5", body
+        status, _, body, _ = timed_request(runner.port, "GET", "/", source="127.0.3.1")
+        assert status == 429 and b"Too many requests" in body, body
+        assert timed_request(runner.port, "GET", "/healthz", source="127.0.3.2")[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: timed_request(runner.port, "GET", "/healthz", source="127.0.3.1")[0] == 200, 15,
+             "the address's connections to be released")
+
+    # a declared length over the proxy's limit (the upload limit + 1 MB): 413 before the body is read, the app's JSON
+    log_mark = len(runner.text())
+    conn = http.client.HTTPConnection("127.0.0.1", runner.port, timeout=REQUEST_TIMEOUT_S)
+    try:
+        conn.putrequest("POST", "/api/jobs")
+        conn.putheader("Content-Type", f"multipart/form-data; boundary={SLOW_BOUNDARY}")
+        conn.putheader("Content-Length", str((MAX_UPLOAD_MB + 10) * 1024 * 1024))
+        conn.endheaders()  # no body is sent
+        resp = conn.getresponse()
+        proxy_answer = (resp.status, resp.getheader("Content-Type"), json.loads(resp.read()))
+    finally:
+        conn.close()
+    # just over the app's limit, under the proxy's: the whole body reaches the app, whose own check answers
+    body = multipart(SLOW_BOUNDARY, "big.mp4", b"\0" * (MAX_UPLOAD_MB * 1024 * 1024 + 1000))
+    status, headers, raw, _ = timed_request(runner.port, "POST", "/api/jobs", body,
+                                            {"Content-Type": f"multipart/form-data; boundary={SLOW_BOUNDARY}"})
+    app_answer = (status, headers["content-type"], json.loads(raw))
+    expected = {"error": "file_too_large", "max_upload_mb": MAX_UPLOAD_MB,
+                "message": f"The file is too large: uploads are limited to {MAX_UPLOAD_MB} MB."}
+    assert proxy_answer == (413, "application/json", expected), proxy_answer
+    assert app_answer == (413, "application/json", expected), app_answer
+    web_posts = re.findall(r'^\[web\] .*"POST /api/jobs HTTP/1\.\d" (\d+)', runner.text()[log_mark:], re.M)
+    assert web_posts == ["413"], web_posts  # only the second reached the web app
 
 
 @needs_redis
