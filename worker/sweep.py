@@ -8,9 +8,12 @@ message, the web app stopped between committing a job and enqueuing it):
   the stage is enqueued again, or the job fails once it used its ``settings.max_attempts`` starts;
 * a job *waiting* for its next stage (``queued``, or ``classifying``/``reporting``/``rendering`` not yet picked up)
   whose message never reached the broker (no ``jobs.enqueued_at``: the sender died between its commit and
-  the publish, or the publish failed) for ``settings.unsent_after_s``, or whose message was published
-  ``settings.requeue_after_s`` ago (lost with a Redis restart, or a long queue): the stage is enqueued
-  again (a duplicate is harmless: tasks skip jobs that are past their stage or held by a live worker).
+  the publish, or the publish failed) for ``settings.unsent_after_s``; or whose message was published that long
+  ago and is no longer in its queue (read from Redis: a worker took it and lost it, e.g. Redis was killed while
+  the worker held it unacknowledged, so it could not be handed back, and it would sit in Redis' unacked set for
+  the 4 h visibility timeout); or, when the queues cannot be read, whose message was published
+  ``settings.requeue_after_s`` ago: the stage is enqueued again (a duplicate is harmless: tasks skip jobs that
+  are past their stage or held by a live worker).
 
 A done job whose annotated video renders is in the workers' ``rendering`` state (har.jobs.worker_state) and
 is swept the same way: its render is enqueued again, or, once it used its attempts, its video is marked
@@ -63,6 +66,7 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
     max_attempts = settings.max_attempts if max_attempts is None else max_attempts
     actions: list[tuple[str, str]] = []
     to_send: list[tuple[str, str]] = []
+    queued = queued_job_ids(settings) if enqueue else None  # read before the rows: a later publish is recent
     with session_scope(settings) as s:
         ids = s.scalars(select(Job.id).where(unfinished_sql())).all()
         for job_id in ids:
@@ -85,7 +89,10 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
                 job.worker = None  # released: the next start of this stage counts as another attempt
             else:  # waiting for a worker to pick up its stage (or released by an earlier pass)
                 sent = as_utc(job.enqueued_at)
-                if sent is not None:  # its message is in the queue (workers may be busy): the long wait
+                if sent is not None and queued is not None and job_id not in queued:
+                    # taken from the queue but never started: lost (see the module doc); sent again soon
+                    last, wait, why = sent, unsent_after_s, "its message is no longer in the queue"
+                elif sent is not None:  # its message is in the queue (workers may be busy): the long wait
                     last, wait, why = sent, requeue_after_s, "its message was sent"
                 else:  # its message never reached the broker: send it after a short grace
                     last = max((t for t in (as_utc(job.heartbeat_at), as_utc(job.updated_at),
@@ -106,6 +113,47 @@ def sweep(settings: Settings | None = None, now=None, stale_after_s: float | Non
                 log.warning("sweep: the broker is unreachable; %d job(s) left for the next pass", len(to_send) - i - 1)
                 break
     return actions
+
+
+PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: a queue's priority levels are lists "<queue>\x06\x16<n>"
+
+
+def queued_job_ids(settings: Settings) -> set[str] | None:
+    """The job ids of the stage messages waiting in the broker's queues (Redis lists), or None when they cannot be
+    read (Redis unreachable, another broker)."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    except Exception:  # noqa: BLE001 - not a Redis URL
+        return None
+    ids: set[str] = set()
+    try:
+        for queue in {settings.pose_queue, settings.classify_queue, settings.report_queue, settings.video_queue}:
+            for key in [queue] + [f"{queue}{PRIORITY_SEP}{n}" for n in range(1, 10)]:
+                for start in range(0, client.llen(key), 500):
+                    ids.update(filter(None, map(_message_job_id, client.lrange(key, start, start + 499))))
+    except Exception:  # noqa: BLE001 - unreachable right now
+        return None
+    finally:
+        client.close()
+    return ids
+
+
+def _message_job_id(raw: bytes) -> str | None:
+    """The job id a stage message is for (Celery's message protocol 2: the body is ``[args, kwargs, embed]``)."""
+    import base64
+    import json
+
+    try:
+        msg = json.loads(raw)
+        body = msg["body"]
+        if (msg.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]) if args else None
+    except Exception:  # noqa: BLE001 - not one of ours
+        return None
 
 
 def _acquire_lock(settings: Settings, seconds: float, key: str = "har:sweep-lock") -> bool:
