@@ -354,6 +354,7 @@ class Soak:
         self.rerun_of: dict[str, str] = {}
         self.outcomes: dict[str, str] = {}  # job id -> final status the clients saw
         self.db_probes: list[dict] = []
+        self.polls: list[tuple[float, int, str | None]] = []  # the clients' status requests: (t, HTTP status, error)
         self.n_started = 0
         self.load_done = threading.Event()
         self.stop_faults = threading.Event()
@@ -534,7 +535,10 @@ class Soak:
         deadline = time.monotonic() + timeout
         i = 0
         while time.monotonic() < deadline:
+            t0 = now()
             code, body = http("GET", f"{self.urls[i % 2]}/api/jobs/{job_id}", self.token, timeout=15)
+            with self.lock:
+                self.polls.append((t0, code, body.get("error") if isinstance(body, dict) else None))
             i += 1
             if code == 200 and isinstance(body, dict) and body.get("status") in ("done", "failed"):
                 with self.lock:
@@ -560,6 +564,7 @@ class Soak:
         a = self.args
         reruns = deletes = 0
         acted: set[str] = set()
+        shared_tried: set[str] = set()
         while not self.abort.is_set() and (reruns < a.reruns or deletes < a.deletes):
             if self.load_done.is_set() and now() - self.t_load_done > 180:
                 break  # the load ended long ago and no job is left to act on
@@ -570,14 +575,22 @@ class Soak:
             if not done:
                 continue
             job_id = self.rng.choice(done)
+            rerun_next = reruns < a.reruns and (deletes >= a.deletes or reruns <= deletes)
+            with self.lock:  # every other delete: a job whose upload a finished re-run shares (the upload stays)
+                shared = [old for new, old in self.rerun_of.items() if self.outcomes.get(new) == "done"
+                          and old not in self.deleted and old not in shared_tried]
+            if not rerun_next and deletes % 2 == 1 and shared:
+                job_id = shared[0]
+                shared_tried.add(job_id)
             acted.add(job_id)
             url = self.urls[self.rng.randrange(2)]
-            if reruns < a.reruns and (deletes >= a.deletes or reruns <= deletes):
+            if rerun_next:
                 t0 = now()
                 code, body = http("POST", f"{url}/api/jobs/{job_id}/rerun", self.token, data=b"",
                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
-                self._log_event("rerun", job_id=job_id, code=code, new=(body or {}).get("id")
-                                if isinstance(body, dict) else None)
+                self._log_event("rerun", job_id=job_id, code=code,
+                                new=body.get("id") if isinstance(body, dict) else None,
+                                error=body.get("error") if isinstance(body, dict) else None)
                 if code != 202:
                     acted.discard(job_id)  # refused for now (5xx, 409): tried again later, as a user would
                 if code == 202:
@@ -707,6 +720,19 @@ class Soak:
                     with self.lock:
                         self.accepted[resp["id"]] = dict(kind="probe upload", clip=self.clips[0].name, t_submit=now(),
                                                          t_answer=now(), url=url)
+            # and what the command-line client tells its user (its exit status and message)
+            try:
+                res = subprocess.run([sys.executable, "-m", "har.client", "submit", str(self.clips[0]), "--url", url,
+                                      "--token", self.token, "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                                     timeout=60)
+            except subprocess.TimeoutExpired:
+                res = subprocess.CompletedProcess([], -1, "", "no answer within 60 s")
+            with self.lock:
+                self.db_probes.append(dict(t=now(), url=url, what="har.client submit", code=f"exit {res.returncode}",
+                                           error=None, message=(res.stderr.strip().splitlines() or [""])[-1][:200]))
+                if res.returncode == 0:
+                    self.accepted[res.stdout.split()[0]] = dict(kind="probe upload", clip=self.clips[0].name,
+                                                                t_submit=now(), t_answer=now(), url=url)
             i += 1
             stop.wait(0.5)
 
@@ -935,18 +961,27 @@ class Soak:
                        f"{len(jobs)} jobs in the database" + (f"; stuck: {stuck}" if stuck else "")))
         # 6. database down: 503 with a message, never 500
         probes = self.db_probes
-        codes = collections.Counter((p["what"], p["code"], p["error"]) for p in probes)
+        codes = collections.Counter((p["what"], p["code"], p["error"]) for p in probes if p["what"] != "har.client submit")
         pg = next((e for e in self.events if e["kind"] == "postgres"), None)
         seen = []
         if pg:
             t0, t1 = pg["t"], pg["restored"] or pg["t"] + a.outage_s
             seen = [x for x in self.attempts if x["t1"] >= t0 and x["t0"] <= t1]
-        bad_probes = [p for p in probes if p["code"] == 500 or (p["code"] == 503 and not p["message"])]
+        bad_probes = [p for p in probes if p["code"] == 500 or (p["code"] == 503 and not p["message"])
+                      or (p["what"] == "har.client submit" and "went wrong" in p["message"])]
+        cli = collections.Counter(f"{p['code']}: {p['message']}" for p in probes if p["what"] == "har.client submit")
         client_500 = [x for x in seen if "went wrong" in x["message"]]
+        polls = collections.Counter(f"{c} {e or ''}".strip() for t, c, e in self.polls
+                                    if pg and pg["t"] <= t <= (pg["restored"] or pg["t"] + a.outage_s))
+        client_500 += [k for k in polls if k.startswith("500")]
         checks.append(("while the database is down the web answers 503 with a message, not 500",
                        bool(probes) and not bad_probes and not client_500,
                        "probes: " + ", ".join(f"{w} → {c} {e or ''}".strip() + f" ×{n}"
                                               for (w, c, e), n in sorted(codes.items(), key=str))
+                       + "; the command-line client's uploads: "
+                       + (", ".join(f"{k!r} ×{n}" for k, n in cli.most_common()) or "none")
+                       + "; clients' status requests in the outage: "
+                       + (", ".join(f"{k} ×{n}" for k, n in polls.most_common()) or "none")
                        + f"; clients' uploads in the outage: {len(seen)}"
                        + ("" if not seen else " (" + ", ".join(
                            f"{m!r} ×{n}" for m, n in collections.Counter(
@@ -1006,6 +1041,9 @@ class Soak:
             jobs_per_min=60 * n_done_run / span if span == span and span > 0 else float("nan"),
             span_s=span, wall_s=self.t_end - self.t_start, faults=faults, checks=checks,
             failed_reruns=self.failed_reruns, probes=len(self.db_probes),
+            managed=dict(collections.Counter(
+                f"{e['kind']} → {e['code'] or 'no answer'}{' ' + e['error'] if e.get('error') else ''}"
+                for e in self.events if e["kind"] in ("rerun", "delete"))),
             ok=all(ok for _, ok, _ in checks))
 
 
@@ -1043,6 +1081,16 @@ def markdown(r: dict, command: str, note: str = "") -> str:
     ]
     lines += [f"| {k.replace('|', '/')} | {n} |" for k, n in sorted(r["answered"].items(), key=lambda kv: -kv[1])]
     lines += ["", f"Jobs that a 503 named (created, then recorded failed: the queue was down): {r['refused_jobs']}.", "",
+              "Re-runs and deletes of finished jobs (the API's answers; one refused is tried again later): "
+              + (", ".join(f"{k} ×{n}" for k, n in sorted(r["managed"].items())) or "none") + ".", "",
+              "Every job that ended failed (whoever had submitted it), its reason, and its re-run at the end:", ""]
+    if r["failed_reruns"]:
+        lines += ["| job | reason | re-run | re-run ended |", "|---|---|---|---|"]
+        lines += [f"| {j[:8]} | {(f['error'] or '').replace('|', '/')} | {f['code']} | {f['status']} |"
+                  for j, f in r["failed_reruns"].items()]
+    else:
+        lines += ["none"]
+    lines += ["",
               "## Faults", "",
               "Times from the start of the load. *back*: the part answers again (worker: its process is back and "
               "ready; Redis: PING; PostgreSQL / storage: after the outage, the restart; web: `/healthz` on its "
