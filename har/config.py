@@ -40,6 +40,11 @@ class Settings:
     secret_key: str = ""  # default: generated once and kept in data_dir
     max_upload_mb: int = 500
     max_video_seconds: float = 600.0
+    # larger frames or higher rates are refused at upload (422) with how to convert them: an 8K frame alone is
+    # ~100 MB decoded, and every frame of a 240 fps video is decoded to sample 11 of them a second
+    max_video_width: int = 3840   # the longer side, in pixels (4K UHD)
+    max_video_height: int = 2160  # the shorter side
+    max_video_fps: float = 120.0
     allowed_extensions: str = "mp4,mov,avi,mkv,webm"
     # models
     pose_backend: str = "onnx"

@@ -227,6 +227,31 @@ def test_oversize_upload_413(tmp_path, clip, enqueued):
         dispose_engines()
 
 
+@pytest.mark.parametrize("limits,error,words", [
+    ({"max_video_width": 160, "max_video_height": 90}, "video_resolution_too_high", ["pixels", "160×90", "scale="]),
+    ({"max_video_width": 90, "max_video_height": 160}, "video_resolution_too_high", ["160×90"]),  # either orientation
+    ({"max_video_fps": 5.0}, "video_fps_too_high", ["frames per second", "the most accepted is 5", "-r 30"]),
+])
+def test_too_large_frames_or_too_high_frame_rate_422(tmp_path, clip, enqueued, limits, error, words):
+    """8K frames or a 240 fps slow-motion file: refused at upload with how to convert it, nothing kept."""
+    from models.video import probe_video
+
+    info = probe_video(clip)
+    assert max(info.width, info.height) > 160 and info.fps > 5  # the test clip is over these limits
+    settings = make_settings(tmp_path, **limits)
+    try:
+        client = make_app(settings, HAR_ENQUEUE=enqueued).test_client()
+        r = upload(client, clip, "big.mp4")
+        assert r.status_code == 422 and r.json["error"] == error, r.json
+        assert all(w in r.json["message"] for w in words), r.json["message"]
+        assert stored_files(settings) == [] and row_counts(settings) == (0, 0, 0) and enqueued == []
+        ok = make_settings(tmp_path / "ok", max_video_width=max(info.width, info.height),
+                           max_video_height=min(info.width, info.height), max_video_fps=info.fps)
+        assert upload(make_app(ok, HAR_ENQUEUE=enqueued).test_client(), clip, "ok.mp4").status_code == 202
+    finally:
+        dispose_engines()
+
+
 def test_too_long_video_422(tmp_path, clip, enqueued):
     settings = make_settings(tmp_path, max_video_seconds=0.5)
     try:

@@ -197,7 +197,9 @@ def _document(settings=None) -> dict[str, Any]:
                                       "http(s), or a loopback, private, link-local or metadata address)."),
                         "413": _error(f"The file is larger than {max_mb} MB."),
                         "415": _error("Unsupported file extension."),
-                        "422": _error("Not a readable video (corrupt, truncated) or longer than the limit."),
+                        "422": _error("Not a readable video (corrupt, truncated; `invalid_video`), longer than the limit "
+                                      "(`video_too_long`), frames larger than the limit (`video_resolution_too_high`) or a "
+                                      "higher frame rate (`video_fps_too_high`)."),
                         "401": TOKEN_REQUIRED,
                         "429": RATE_LIMITED,
                         "503": _error("The queue is unavailable (`queue_unavailable`): the job was created and marked "

@@ -38,6 +38,26 @@ class UploadError(Exception):
         return self.message
 
 
+def refuse_oversized(info, settings) -> None:
+    """422 for frames larger than ``HAR_MAX_VIDEO_WIDTH`` x ``HAR_MAX_VIDEO_HEIGHT`` (either orientation) or a frame
+    rate above ``HAR_MAX_VIDEO_FPS``, saying how to convert the video."""
+    long_side, short_side = max(info.width, info.height), min(info.width, info.height)
+    max_long, max_short = max(settings.max_video_width, settings.max_video_height), \
+        min(settings.max_video_width, settings.max_video_height)
+    if long_side > max_long or short_side > max_short:
+        raise UploadError(
+            422, "video_resolution_too_high",
+            f"The video is {info.width}×{info.height} pixels; the largest accepted is {max_long}×{max_short} "
+            f"(either orientation). Scale it down first, e.g. ffmpeg -i in.mp4 -vf scale=-2:{min(1080, max_short)} "
+            f"out.mp4.")
+    if info.fps and info.fps > settings.max_video_fps + 1e-6:
+        raise UploadError(
+            422, "video_fps_too_high",
+            f"The video has {info.fps:.0f} frames per second; the most accepted is {settings.max_video_fps:g}. "
+            f"Convert it first, e.g. ffmpeg -i in.mp4 -r 30 out.mp4 (the actions are recognised at 11 frames "
+            f"a second, so nothing is lost).")
+
+
 def parse_params(form: Mapping[str, Any]) -> dict[str, Any]:
     """Validate the optional imgsz / fps / stride fields; empty fields mean "use the default"."""
     params: dict[str, Any] = {}
@@ -190,6 +210,7 @@ def accept_upload(file, form: Mapping[str, Any], settings, storage, session, own
                 422, "video_too_long",
                 f"The video is {info.duration_s:.0f} s long; the limit is {_human_limit(settings.max_video_seconds)}.",
             )
+        refuse_oversized(info, settings)
         try:
             rel = staged.commit()
         except OSError as exc:
