@@ -64,6 +64,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.load_test import percentile  # noqa: E402
 from scripts.run_local import RestartPolicy, Service, free_port, port_open, supervise  # noqa: E402
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "soak", "AWS_SECRET_ACCESS_KEY": "soak-secret", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -79,15 +80,6 @@ def now() -> float:
 
 def iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S")
-
-
-def percentile(values: list[float], q: float) -> float:
-    v = sorted(values)
-    if not v:
-        return float("nan")
-    k = (len(v) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
 def wait_until(pred, timeout: float, interval: float = 0.2):
@@ -897,22 +889,20 @@ class Soak:
                            f" (+{len(extra_done)} jobs with more than one)" if extra_done else "")))
         # 2. reports: in the bucket with the rows' sizes and sha256
         mism, missing = [], []
+
+        def check_object(what: str, path: str, size: int, sha: str) -> None:
+            k = key(path)
+            if k not in keys:
+                missing.append(f"{what}: {path}")
+                return
+            data = self.s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+            if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+                mism.append(f"{what}: {len(data)} B / row {size} B")
+
         for job_id, kind, path, size, sha in reports:
-            k = key(path)
-            if k not in keys:
-                missing.append(f"{job_id[:8]} {kind}: {path}")
-                continue
-            data = self.s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()
-            if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
-                mism.append(f"{job_id[:8]} {kind}: {len(data)} B / row {size} B")
+            check_object(f"{job_id[:8]} {kind}", path, size, sha)
         for vid, path, size, sha in videos.values():
-            k = key(path)
-            if k not in keys:
-                missing.append(f"video {vid[:8]}: {path}")
-                continue
-            data = self.s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()
-            if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
-                mism.append(f"video {vid[:8]}: {len(data)} B / row {size} B")
+            check_object(f"video {vid[:8]}", path, size, sha)
         no_reports = [j for j in live if jobs.get(j) and jobs[j][1] == "done"
                       and {r[1] for r in reports if r[0] == j} < {"json", "csv", "html"}]
         no_video = [j for j in live if jobs.get(j) and jobs[j][1] == "done" and jobs[j][3] == "ready"

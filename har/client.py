@@ -107,6 +107,14 @@ class ApiError(ClientError):
 
 
 # ------------------------------------------------------------------------------------------ progress
+def _is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal (progress is then redrawn in place)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 class Progress:
     """Progress on stderr: a bar redrawn in place on a terminal, else an occasional plain line."""
 
@@ -115,10 +123,7 @@ class Progress:
     def __init__(self, enabled: bool = True, stream=None):
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        try:
-            self.tty = bool(self.stream.isatty())
-        except (AttributeError, ValueError):
-            self.tty = False
+        self.tty = _is_terminal(self.stream)
         self._drawn = 0  # characters of the bar now on the line (terminal)
         self._last_draw = 0.0
         self._last_key: Any = None
@@ -589,10 +594,7 @@ class BatchProgress:
     def __init__(self, labels: list[str], enabled: bool = True, stream=None):
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        try:
-            self.tty = bool(self.stream.isatty())
-        except (AttributeError, ValueError):
-            self.tty = False
+        self.tty = _is_terminal(self.stream)
         self.labels = labels
         self.width = min(40, max((len(x) for x in labels), default=4))
         self.lines = ["waiting"] * len(labels)

@@ -224,15 +224,18 @@ class Stack:
         self._app = None
 
     # workers ---------------------------------------------------------------------------------
-    def start_worker(self, queue: str) -> None:
-        log = self.base / f"worker-{queue}.log"
-        self.logs[queue] = log
+    def start_worker(self, queue: str, key: str | None = None) -> None:
+        """A worker for ``queue``, known as ``key`` (default: the queue's name; another key starts a second
+        worker on the same queue) in :attr:`workers` and :attr:`logs`."""
+        key = key or queue
+        log = self.base / f"worker-{key}.log"
+        self.logs[key] = log
         cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue,
-               "-n", f"{queue}-{self.name}@%h", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
+               "-n", f"{key}-{self.name}@%h", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
         with open(log, "w") as out:
-            self.workers[queue] = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out,
-                                                   stderr=subprocess.STDOUT, start_new_session=True)
+            self.workers[key] = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out,
+                                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self) -> None:
         for queue, proc in self.workers.items():
@@ -243,9 +246,9 @@ class Stack:
 
             wait_for(ready, WORKER_START_TIMEOUT_S, f"the {queue} worker", interval=0.2)
 
-    def worker_child_pids(self, queue: str) -> list[int]:
+    def worker_child_pids(self, key: str) -> list[int]:
         """The prefork pool processes of a worker (the ones that run the tasks)."""
-        parent = self.workers[queue].pid
+        parent = self.workers[key].pid
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 

@@ -290,20 +290,22 @@ def test_a_failure_inside_a_task_ends_failed_with_a_reason(stack, people_video):
     assert resp.status_code == 409
 
 
+def pose_holder(stack, job_id) -> str | None:
+    """``host:pid`` of the pool process running the job's pose stage, None while it is not in that stage."""
+    with stack.session() as s:
+        job = s.get(Job, job_id)
+        return job.worker if job.status == "extracting" and job.worker else None
+
+
 def test_a_killed_worker_process_is_replaced_and_the_job_finishes(stack, people_video):
     """acks late + reject on worker lost: kill the pool process in the middle of the pose stage;
     the message is delivered again, the stage runs again (attempt 2: on S3, from a fresh copy of the upload)
     and the job completes."""
     job_id = stack.upload(people_video, imgsz=960)  # slower, so there is time to kill it
 
-    def running():
-        with stack.session() as s:
-            job = s.get(Job, job_id)
-            return job.worker if job.status == "extracting" and job.worker else None
-
     from tests.conftest import wait_for
 
-    holder = wait_for(running, 120, "the pose stage to start", interval=0.05)
+    holder = wait_for(lambda: pose_holder(stack, job_id), 120, "the pose stage to start", interval=0.05)
     pid = int(holder.rsplit(":", 1)[1])
     assert pid in stack.worker_child_pids("pose")
     os.kill(pid, signal.SIGKILL)
@@ -319,22 +321,14 @@ def test_a_worker_stopped_with_sigterm_hands_its_stage_back_at_once(sqlite_stack
     once (attempt 2) rather than after the stopped worker's heartbeat has gone stale (HAR_STALE_AFTER_S, 120 s here,
     and the sweep's period after that)."""
     import subprocess
-    import sys
 
-    from tests.conftest import ROOT, WORKER_START_TIMEOUT_S, _tail, wait_for
+    from tests.conftest import wait_for
 
     stack = sqlite_stack
-    log = stack.base / "worker-pose-second.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", stack.settings.pose_queue,
-           "-n", f"pose-second-{stack.name}@%h", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
-           "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    with open(log, "w") as out:
-        second = subprocess.Popen(cmd, cwd=ROOT, env=stack.env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+    stack.start_worker(stack.settings.pose_queue, key="pose-second")
+    second = stack.workers["pose-second"]
     try:
-        wait_for(lambda: " ready." in log.read_text(errors="replace") or second.poll() is not None,
-                 WORKER_START_TIMEOUT_S, "a second pose worker", interval=0.2)
-        assert second.poll() is None, _tail(log)
+        stack.wait_ready()
         # long and slow enough that the stage is still running when the worker is stopped, and after its grace
         longer = stack.base / "people-looped.mp4"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "7", "-i", str(people_video), "-c", "copy",
@@ -342,9 +336,7 @@ def test_a_worker_stopped_with_sigterm_hands_its_stage_back_at_once(sqlite_stack
         job_id = stack.upload(longer, imgsz=960)
 
         def holder():
-            with stack.session() as s:
-                job = s.get(Job, job_id)
-                return job.worker if job.status == "extracting" and job.worker else None
+            return pose_holder(stack, job_id)
 
         first = wait_for(holder, 120, "the pose stage to start", interval=0.05)
         pid = int(first.rsplit(":", 1)[1])
@@ -358,9 +350,10 @@ def test_a_worker_stopped_with_sigterm_hands_its_stage_back_at_once(sqlite_stack
         assert taken != first
         snap = check_done_job(stack, job_id, expect_people=True)
         assert [e[0] for e in snap["events"]] == STATES
-        took_over = stack.logs["pose"] if stopped is second else log
+        took_over = stack.logs["pose" if stopped is second else "pose-second"]
         assert f"job {job_id}: attempt 2" in took_over.read_text(errors="replace")
     finally:
+        stack.workers.pop("pose-second")
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGTERM)
             second.wait(60)
