@@ -69,13 +69,14 @@ def post_video(base: str, path: Path, timeout: float = 120.0) -> tuple[int, dict
 
 
 class Runner:
-    """``scripts/run_local.py`` in its own process group, its output kept (and searched for Redis' pid)."""
+    """``scripts/run_local.py`` in its own process group, its output kept (and searched for Redis' pid); ``env``:
+    settings of its own on top of this process' environment."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, env: dict | None = None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, HAR_DATA_DIR=str(data_dir), HAR_PORT=str(self.port),
-                   HAR_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", HAR_UPLOAD_RATE="0")
+        env = {**os.environ, "HAR_DATA_DIR": str(data_dir), "HAR_PORT": str(self.port),
+               "HAR_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "HAR_UPLOAD_RATE": "0", **(env or {})}
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_local.py")], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)

@@ -233,6 +233,18 @@ class TcpProxy:
                         s.close()
 
 
+def start_s3_server(log: Path) -> tuple[subprocess.Popen, int]:
+    """moto's S3 server on a free local port, in its own session (its output to ``log``): (process, port)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **S3_ENV})
+    if not wait_until(lambda: port_open("127.0.0.1", port), 60):
+        proc.kill()
+        raise RuntimeError("the S3 server did not start")
+    return proc, port
+
+
 class Postgres:
     """A throw-away cluster (trust auth, 127.0.0.1, a free port), as tests/conftest.py starts it."""
 
@@ -362,13 +374,8 @@ class Soak:
 
         upgrade_database(self.pg.url)
 
-        moto_port = free_port()
-        self.moto = subprocess.Popen([py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
-                                     stdout=open(self.logs / "moto.log", "w"), stderr=subprocess.STDOUT,
-                                     start_new_session=True, env={**os.environ, **S3_ENV})
+        self.moto, moto_port = start_s3_server(self.logs / "moto.log")
         self.moto_url = f"http://127.0.0.1:{moto_port}"
-        if not wait_until(lambda: port_open("127.0.0.1", moto_port), 60):
-            raise RuntimeError("the S3 server did not start")
         self.proxy = TcpProxy(moto_port)
         self.s3 = self._s3_client(self.moto_url)
         self.s3.create_bucket(Bucket=BUCKET)
