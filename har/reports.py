@@ -85,7 +85,8 @@ def timing_name(key: str) -> str:
 
 
 # Stage timings in the order a job goes through them (others follow, alphabetically).
-TIMING_ORDER = ("queue_wait_s", "pose_wait_s", "pose_s", "pose_extract_s", "classify_wait_s", "classify_s",
+TIMING_ORDER = ("queue_wait_s", "pose_wait_s", "pose_s", "pose_extract_s", "pose_cpu_s", "pose_decode_cpu_s",
+                "classify_wait_s", "classify_s",
                 "report_wait_s", "annotate_s", "report_s", "total_s", "video_s")
 
 

@@ -15,6 +15,7 @@ import math
 import os
 import queue
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -427,8 +428,11 @@ def _sample_cv2(path: str | os.PathLike, target_fps: float | None, threads: int 
 _END = object()
 
 
-def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 4, stats: dict | None = None) -> Iterator[T]:
     """Iterate ``items`` in a background thread, up to ``depth`` items ahead of the consumer.
+
+    ``stats``: when given, ``stats["cpu_s"]`` is set to the CPU seconds the thread spent (producing the items: decoding)
+    once it ends.
 
     Decoding (FFmpeg) and OpenCV work release the GIL, so the next frames are decoded while the pose network
     runs on this one. Exceptions raised by ``items`` are raised here, in order; stopping early (``break``,
@@ -459,6 +463,8 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
             close = getattr(it, "close", None)
             if close is not None:
                 close()
+            if stats is not None:
+                stats["cpu_s"] = time.thread_time()
         put((True, _END))
 
     thread = threading.Thread(target=run, name="prefetch", daemon=True)

@@ -27,7 +27,7 @@ from worker.annotate import DISPLAY_FPS
 pytestmark = pytest.mark.timeout(600)
 
 STATES = ["queued", "extracting", "classifying", "reporting", "done"]
-TIMING_KEYS = {"queue_wait_s", "pose_s", "classify_s", "report_s", "total_s"}
+TIMING_KEYS = {"queue_wait_s", "pose_s", "pose_cpu_s", "pose_decode_cpu_s", "classify_s", "report_s", "total_s"}
 STACKS = {"local": "sqlite_stack", "s3": "s3_stack"}  # storage backend → the stack that uses it
 
 
@@ -89,6 +89,7 @@ def check_done_job(stack, job_id, expect_people: bool) -> dict:
     assert job["status"] == "done" and job["error"] is None
     assert TIMING_KEYS <= set(job["timings"]) and all(job["timings"][k] >= 0 for k in TIMING_KEYS)
     assert job["timings"]["total_s"] >= job["timings"]["pose_s"]
+    assert job["timings"]["pose_cpu_s"] >= job["timings"]["pose_decode_cpu_s"]
     assert job["pose_model"] and job["action_model"]
     assert job["frames_total"] == job["frames_done"] == snap["pose"] > 0
 

@@ -8,8 +8,18 @@ import cv2
 import numpy as np
 import pytest
 
-from models.pose.guided import GuidedPose, RedetectSchedule, Region, crop_region, to_frame, touches_inner_edge
-from models.pose.onnx_backend import PoseDetections
+from models.pose.guided import (
+    CALL_PX,
+    CROWD_BACK,
+    GuidedPose,
+    RedetectSchedule,
+    Region,
+    crop_region,
+    input_pixels,
+    to_frame,
+    touches_inner_edge,
+)
+from models.pose.onnx_backend import PoseDetections, letterbox
 from models.video import prefetch
 from tests.media import ASSETS
 
@@ -82,6 +92,7 @@ def test_a_crop_finds_the_same_joints_as_the_whole_frame(estimator):
     photo = cv2.imread(str(ASSETS / "bus.jpg"))
     full = estimator.predict([photo])[0]
     guide = GuidedPose(estimator, crop_imgsz=256)
+    guide.whole_imgsz = 1088  # as if whole frames ran at the photo's own size: the crops of its people cost less
     guide.schedule.full(0.0, 0)  # the first frame was a whole one
     dets, whole = guide.detect(photo, 0.05, list(enumerate(full.boxes)))
     assert not whole and guide.crops == len(full)
@@ -198,7 +209,69 @@ def test_guided_looks_at_the_whole_frame_when_a_person_is_not_in_their_crop():
     assert whole and dets.boxes.tolist() == [[400, 100, 440, 180]]
     dets, whole = guide.detect(img, 0.3, [(8, np.array([400, 100, 440, 180]))])
     assert not whole and dets.boxes.tolist() == [[400, 100, 440, 180]]
-    assert guide.stats["hard_tracks"] == 1
+    assert guide.stats["lost_in_crops"] == 1 and guide.stats["hard_tracks"] == 1
+
+
+def test_a_crowd_runs_the_whole_frame_when_that_costs_less_than_the_crops():
+    pose = BlobPose()
+    guide = GuidedPose(pose, crop_imgsz=224, redetect_s=10.0)
+    guide.schedule.full(0.0, 0)
+    img = np.zeros((360, 640, 3), np.uint8)
+    boxes = []
+    for i in range(8):  # eight persons in a row
+        x = 20 + 75 * i
+        img[100:180, x:x + 40] = 255
+        boxes.append(np.array([x, 100, x + 40, 180], np.float32))
+    whole_px = guide.whole_cost(360, 640)
+    assert whole_px == input_pixels(360, 640, 640) + CALL_PX  # BlobPose has no size of its own: 640
+    # two of them: two crops cost less than the frame
+    dets, whole = guide.detect(img, 0.1, [(k, b) for k, b in enumerate(boxes[:2])])
+    assert not whole and len(dets) == 2 and guide.crowd_frames == 0
+    assert sum(input_pixels(h, w, 224) + CALL_PX for (h, w), size in pose.calls if size == 224) < whole_px
+    # all eight: the crops would cost more than the whole frame, which runs instead (and finds everyone)
+    pose.calls.clear()
+    dets, whole = guide.detect(img, 0.2, [(k, b) for k, b in enumerate(boxes)])
+    assert whole and len(dets) == 8 and guide.crowd_frames == 1
+    assert pose.calls == [((360, 640), None)]
+    jobs = [(k, b, crop_region(b, 640, 360)) for k, b in enumerate(boxes)]
+    assert guide.crops_cost(jobs) >= whole_px
+    # a crowd near the break-even point stays in whole frames (alternating the two views makes joints jump) until
+    # the crops cost clearly less: CROWD_BACK of the whole frame
+    n_even = next(n for n in range(1, 9) if guide.crops_cost(jobs[:n]) >= whole_px)
+    assert guide.crops_cost(jobs[:n_even - 1]) >= CROWD_BACK * whole_px  # one fewer: still whole
+    _, whole = guide.detect(img, 0.3, [(k, b) for k, b in enumerate(boxes[:n_even - 1])])
+    assert whole and guide.crowd_frames == 2
+    n_back = max(n for n in range(1, 9) if guide.crops_cost(jobs[:n]) < CROWD_BACK * whole_px)
+    _, whole = guide.detect(img, 0.4, [(k, b) for k, b in enumerate(boxes[:n_back])])
+    assert not whole and guide.crowd_frames == 2
+
+
+def test_input_pixels_follow_the_rect_letterbox():
+    img = np.zeros((360, 640, 3), np.uint8)
+    for size in (224, 480, 640):
+        lb, _ = letterbox(img, size, auto=True)
+        assert input_pixels(360, 640, size) == lb.shape[0] * lb.shape[1]
+    assert input_pixels(360, 640, 480) == 288 * 480
+    assert input_pixels(300, 100, 224) == 224 * 96
+
+
+def test_a_fast_person_who_turns_back_stays_one_track():
+    """A person moving a body width per sampled frame, who then turns back at once (a tumble, a spin):
+    every frame has them, in one track."""
+    from models.pose.tracker import PoseTracker
+
+    pose = BlobPose()
+    guide = GuidedPose(pose, crop_imgsz=128, redetect_s=1.0)
+    tracker = PoseTracker.for_rate(10.0)
+    xs = [40 + 40 * i for i in range(13)] + [520 - 40 * i for i in range(1, 13)]
+    for i, x in enumerate(xs):
+        img = np.zeros((360, 640, 3), np.uint8)
+        img[100:180, x:x + 40] = 255
+        dets, _ = guide.detect(img, i / 10, tracker.predictions())
+        assert dets.boxes.tolist() == [[x, 100, x + 40, 180]]
+        tracker.update(i, i / 10, dets)
+    tracks = tracker.finish()
+    assert len(tracks) == 1 and len(tracks[0]) == len(xs)
 
 
 def test_a_prediction_narrower_than_the_person_still_finds_them():
@@ -240,7 +313,9 @@ def test_extract_tracks_finds_a_person_entering_mid_clip(tmp_path, estimator):
         assert entering_at - 0.05 <= right[0].times[0] <= entering_at + late, mode
         assert right[0].times[-1] >= 2.8
     g = runs["guided"].meta["guided"]
-    assert runs["guided"].meta["pose_mode"] == "guided" and g["crop_frames"] > g["full_frames"]
+    # crops between the scheduled whole frames, or the whole frame where it costs less than the crops of everyone
+    assert runs["guided"].meta["pose_mode"] == "guided" and g["crop_frames"] > 0
+    assert g["crop_frames"] + g["crowd_frames"] > g["full_frames"] - g["crowd_frames"]
 
 
 def test_the_crop_margin_setting_reaches_the_crops(tmp_path, estimator):
@@ -292,6 +367,19 @@ def test_prefetch_keeps_order_and_raises_errors_in_place():
         for x in prefetch(broken()):
             got.append(x)
     assert got == [1, 2]
+
+
+def test_prefetch_reports_the_cpu_its_thread_spent():
+    def busy():
+        for i in range(5):
+            x = 0
+            for k in range(200_000):  # CPU work in the producing thread
+                x += k
+            yield i
+
+    stats: dict = {}
+    assert list(prefetch(busy(), stats=stats)) == list(range(5))
+    assert stats["cpu_s"] > 0
 
 
 def test_prefetch_stops_its_thread_when_the_consumer_stops():

@@ -331,6 +331,9 @@ def test_extract_tracks_people(people_30fps, estimator):
     meta = ext.meta
     assert meta["pose_model"]["name"] == "yolo11n-pose" and len(meta["pose_model"]["sha256"]) == 64
     assert meta["pose_model"]["version"] and meta["imgsz"] == 320 and meta["source_fps"] == pytest.approx(30)
+    # where the CPU went: decoding (its own thread) and the pose network with tracking (this one), within the total
+    cpu = meta["cpu_s"]
+    assert cpu["decode"] > 0 and cpu["pose"] > 0 and cpu["total"] >= 0.9 * (cpu["decode"] + cpu["pose"])
     back = PoseExtraction.from_bytes(ext.to_bytes())
     assert [t.track_id for t in back.tracks] == [t.track_id for t in ext.tracks]
     assert back.meta == meta

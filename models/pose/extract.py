@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable
 
 import numpy as np
@@ -16,8 +17,9 @@ from .tracker import PoseTracker
 Progress = Callable[[int, int], None]
 # what a PoseExtraction holds depends on this code as well as on the pose model and settings: caches of
 # extractions key on it (2: tracks end at shot boundaries; 3, 4: person-guided pose, decoding in a thread; 5: the pieces
-# of a person lost for up to a second are joined into one track, which may then have gaps)
-EXTRACTION_VERSION = 5
+# of a person lost for up to a second are joined into one track, which may then have gaps; 6: the whole frame for a
+# crowd whose crops would cost more, the tracker matches a person who turns back)
+EXTRACTION_VERSION = 6
 MODES = ("guided", "full")
 PROGRESS_EVERY = 8  # frames between progress calls in guided mode
 
@@ -68,7 +70,9 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         report()
 
     frames = ((idx, t, frame, shots.is_cut(frame)) for idx, t, frame in sample_frames(video_path, target_fps))
-    for idx, t, frame, cut in prefetch(frames):
+    decoding: dict = {}
+    cpu0, main0 = time.process_time(), time.thread_time()
+    for idx, t, frame, cut in prefetch(frames, stats=decoding):
         times.append(t)
         if cut:
             cuts.append(round(float(t), 3))
@@ -92,6 +96,11 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         progress(len(times), len(times))
 
     tracklets = tracker.finish()  # pieces of one person are joined below (models.pose.relink)
+    tracks = relink_tracks(tracklets, cuts_s=cuts)
+    # where the CPU went: decoding and shot detection (the prefetch thread), the pose network and tracking (this
+    # thread); "total" also counts onnxruntime's own threads when it has more than one
+    cpu_s = {"total": round(time.process_time() - cpu0, 3), "decode": round(decoding.get("cpu_s", 0.0), 3),
+             "pose": round(time.thread_time() - main0, 3)}
     model = getattr(estimator, "info", None) or {
         "name": getattr(estimator, "name", type(estimator).__name__),
         "version": getattr(estimator, "version", "unknown"),
@@ -113,13 +122,14 @@ def extract_tracks(video_path: str | os.PathLike, estimator, target_fps: float |
         "pose_mode": mode,
         "guided": guide.stats if guide is not None else None,
         "extraction_version": EXTRACTION_VERSION,
+        "cpu_s": cpu_s,
     }
     return PoseExtraction(
         width=info.width,
         height=info.height,
         sampled_fps=sampled_fps,
         frame_times=np.asarray(times, np.float64),
-        tracks=relink_tracks(tracklets, cuts_s=cuts),
+        tracks=tracks,
         layout="coco17",
         meta=meta,
     )

@@ -10,7 +10,9 @@ crop, scaled to a small input (``crop_imgsz``, 224 px on its longest side), cost
 being followed, on the frame after a followed person ran against the edge of their crop, and at once (the
 same frame again) when a followed person is not found in their crop; that person is then followed in whole
 frames for as long as they are tracked (crop and whole-frame views of a hard person, e.g. one cut by the frame's
-edge, disagree, and alternating them makes the joints jump).
+edge, disagree, and alternating them makes the joints jump). A frame whose crops would cost more network input
+than the whole frame (a crowd: :func:`input_pixels`) runs whole, and so do the next ones until the crops cost
+clearly less (:data:`CROWD_BACK`: a crowd near the break-even point does not alternate the two views either).
 :func:`crop_region` turns a predicted box into the crop (box plus a margin, clipped to the frame) and
 :func:`to_frame` maps detections from crop pixels back to frame pixels (an exact shift: the crop is cut at
 integer pixels and the letterbox inside it is undone by :func:`~models.pose.onnx_backend.decode`).
@@ -30,6 +32,16 @@ MIN_MATCH_IOU = 0.2   # a crop's detection is its person's if it overlaps the pr
 MIN_MATCH_COVER = 0.5  # or if this share of the smaller of the two boxes lies in the other
 EDGE_PX = 2.0         # a detection this close to a crop edge inside the frame may be cut off by the crop
 DEDUP_IOU = 0.7       # two crops that found the same person (overlapping people): keep the surer detection
+CROWD_BACK = 0.75     # after a crowd's whole frames, crops again once they cost less than this share of the frame
+CALL_PX = 2048        # the fixed cost of one network call, in input pixels (bench: ~0.4 ms of a 5.6 ms 224x128 crop)
+
+
+def input_pixels(h: int, w: int, imgsz: int, stride: int = 32) -> int:
+    """Pixels of the network input for an ``h`` x ``w`` image letterboxed to ``imgsz`` with rect padding (as
+    :func:`~models.pose.onnx_backend.letterbox` with ``auto=True``): what a network call on it costs."""
+    r = min(imgsz / h, imgsz / w)
+    nh, nw = max(round(h * r), 1), max(round(w * r), 1)
+    return (-(-nh // stride) * stride) * (-(-nw // stride) * stride)
 
 
 @dataclass(frozen=True)
@@ -121,16 +133,21 @@ class GuidedPose:
     """Pose on a stream of frames: whole frames per :class:`RedetectSchedule`, crops around the persons the
     tracker follows in between. ``detect(frame, t, predictions, cut)`` → (detections in frame pixels, whether
     the whole frame was used). A person once not found in their crop is followed in whole frames for the rest of
-    their track, so the service falls back to whole frames where crops do not work."""
+    their track, so the service falls back to whole frames where crops do not work. Where the crops of a frame
+    would cost more than the whole frame (a crowd), the whole frame runs."""
 
     def __init__(self, estimator, crop_imgsz: int = CROP_IMGSZ, redetect_s: float = REDETECT_S,
                  margin: float = CROP_MARGIN):
         self.estimator = estimator
         self.crop_imgsz = int(crop_imgsz)
         self.margin = float(margin)
+        self.whole_imgsz = int(getattr(estimator, "imgsz", 640))  # whole frames run at the estimator's own size
         self.schedule = RedetectSchedule(redetect_s)
         self.hard: set[int] = set()  # keys of persons followed in whole frames only (see detect)
+        self.crowd = False  # the last frame ran whole because its crops would have cost more
+        self.lost_in_crops = 0
         self.full_frames = 0
+        self.crowd_frames = 0
         self.crop_frames = 0
         self.crops = 0
 
@@ -142,10 +159,16 @@ class GuidedPose:
             return self._whole(frame), True
         regions = [crop_region(b, w, h, self.margin) for _, b in predictions]
         jobs = [(k, b, r) for (k, b), r in zip(predictions, regions) if r is not None]
+        crops_cost, whole_cost = self.crops_cost(jobs), self.whole_cost(h, w)
+        self.crowd = crops_cost >= (CROWD_BACK if self.crowd else 1.0) * whole_cost
+        if self.crowd:
+            self.crowd_frames += 1  # one whole frame costs less than the crops of everyone
+            self.schedule.full(t, 0)
+            return self._whole(frame), True
         crops = [frame[r.y0:r.y1, r.x0:r.x1] for _, _, r in jobs]
         results = self.estimator.predict(crops, imgsz=self.crop_imgsz, rect=True) if crops else []
         self.crop_frames += 1
-        self.crops += len(crops)
+        self.crops += len(jobs)
         found: list[PoseDetections] = []
         lost = {k for k, _ in predictions} - {k for k, _, _ in jobs}  # predicted out of the frame
         for (key, pred, region), dets in zip(jobs, results):
@@ -161,6 +184,7 @@ class GuidedPose:
             # edge, seen from behind, blurred): look at the whole of this frame, and follow them in whole frames
             # from now on (alternating crop and whole-frame views of a hard person makes their joints jump)
             self.hard |= lost
+            self.lost_in_crops += len(lost)
             self.schedule.full(t, 0)
             return self._whole(frame), True
         dets = concat(found)
@@ -168,6 +192,16 @@ class GuidedPose:
             keep = nms(dets.boxes, dets.scores, DEDUP_IOU)
             dets = PoseDetections(dets.boxes[keep], dets.scores[keep], dets.keypoints[keep])
         return dets, False
+
+    def whole_cost(self, h: int, w: int) -> int:
+        """What the whole ``h`` x ``w`` frame costs, in network input pixels (a square input without rect)."""
+        if not getattr(self.estimator, "rect", True):
+            return self.whole_imgsz ** 2 + CALL_PX
+        return input_pixels(h, w, self.whole_imgsz) + CALL_PX
+
+    def crops_cost(self, jobs) -> int:
+        """What the crops of ``jobs`` ((key, box, region)) cost, in network input pixels."""
+        return sum(input_pixels(r.height, r.width, self.crop_imgsz) + CALL_PX for _, _, r in jobs)
 
     def _whole(self, frame: np.ndarray) -> PoseDetections:
         self.full_frames += 1
@@ -193,5 +227,7 @@ class GuidedPose:
 
     @property
     def stats(self) -> dict:
-        return {"full_frames": self.full_frames, "crop_frames": self.crop_frames, "crops": self.crops,
-                "hard_tracks": len(self.hard), "crop_imgsz": self.crop_imgsz, "redetect_s": self.schedule.every_s, "margin": self.margin}
+        return {"full_frames": self.full_frames, "crowd_frames": self.crowd_frames, "crop_frames": self.crop_frames,
+                "crops": self.crops, "lost_in_crops": self.lost_in_crops,
+                "hard_tracks": len(self.hard), "crop_imgsz": self.crop_imgsz, "redetect_s": self.schedule.every_s,
+                "margin": self.margin}

@@ -140,13 +140,15 @@ class PoseTracker:
         for i, t in enumerate(self._live):
             pk = t.predicted_keypoints()
             area = float(np.prod(np.clip(t.box[2:] - t.box[:2], 1, None)))
-            # centre distance relative to the track's size: allows a fast mover whose boxes stop overlapping
+            # centre distance relative to the track's size: allows a fast mover whose boxes stop overlapping; from
+            # the predicted centre, or from the last seen one for a mover who stops or turns back at once
             size = np.sqrt(area)
             c_pred = (preds[i, :2] + preds[i, 2:]) / 2
+            c_last = (t.box[:2] + t.box[2:]) / 2
             for j in range(len(dets)):
                 ks = keypoint_similarity(pk, dets.keypoints[j], area)
                 c_det = (dets.boxes[j, :2] + dets.boxes[j, 2:]) / 2
-                near = np.linalg.norm(c_det - c_pred) / max(size, 1.0)
+                near = min(np.linalg.norm(c_det - c_pred), np.linalg.norm(c_det - c_last)) / max(size, 1.0)
                 sim = iou[i, j] if np.isnan(ks) else self.iou_weight * iou[i, j] + (1 - self.iou_weight) * ks
                 # gate: boxes overlap enough, or the centre is close relative to the person's size
                 if iou[i, j] >= self.min_iou or near < self.max_center_dist:

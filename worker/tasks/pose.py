@@ -83,6 +83,10 @@ def _extract(settings: Settings, claim: runtime.Claim) -> bool:
         timings = dict(job.timings or {})
         timings["pose_s"] = runtime.stage_elapsed(claim)
         timings["pose_extract_s"] = round(extract_s, 3)
+        cpu = extraction.meta.get("cpu_s") or {}
+        if cpu:  # where the pose stage's CPU went (models.pose.extract)
+            timings["pose_cpu_s"] = cpu.get("total")
+            timings["pose_decode_cpu_s"] = cpu.get("decode")
         name = getattr(estimator, "name", "pose")
         version = getattr(estimator, "version", "")
         set_status(s, job, CLASSIFYING, f"{len(extraction.tracks)} track(s) found; waiting to classify",
