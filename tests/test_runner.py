@@ -467,8 +467,11 @@ def test_proxy_limits_connections_per_address_and_upload_size(runner):
                 "message": f"The file is too large: uploads are limited to {MAX_UPLOAD_MB} MB."}
     assert proxy_answer == (413, "application/json", expected), proxy_answer
     assert app_answer == (413, "application/json", expected), app_answer
-    web_posts = re.findall(r'^\[web\] .*"POST /api/jobs HTTP/1\.\d" (\d+)', runner.text()[log_mark:], re.M)
-    assert web_posts == ["413"], web_posts  # only the second reached the web app
+    def web_posts():
+        return re.findall(r'^\[web\] .*"POST /api/jobs HTTP/1\.\d" (\d+)', runner.text()[log_mark:], re.M)
+
+    wait_for(web_posts, 10, "the web app's access log line (the runner relays it)")
+    assert web_posts() == ["413"], web_posts()  # only the second reached the web app
 
 
 @needs_redis
