@@ -17,10 +17,10 @@ OKS (COCO sigmas, area = the reference box's), and the share of reference person
 
 ``--real [DIR]`` runs every clip of ``../shared/real-clips`` (its ``labels.csv``) at least ``--min-seconds`` long
 instead, one run each: per clip our CPU and wall seconds against the original's, the distribution of the ratios
-(median, worst) and the worst clips with what they spent (whole-frame passes, crops, persons followed in whole
-frames, tracks, decoding's share of our CPU). The original never changes, so its timings are cached by the clip's
+(median, worst) and the worst clips with what they spent (whole-frame passes, crops, persons lost in a crop,
+tracks, decoding's share of our CPU). The original never changes, so its timings are cached by the clip's
 sha256 in ``bench/results/original_timings.json`` (a rerun costs only ours; ``--original-budget-s`` bounds how
-long one run spends filling the cache)::
+long one run spends filling the cache; without the export environment only cached clips run)::
 
     python bench/bench_pipeline.py --real --markdown bench/results/pipeline_real.md
 
@@ -212,12 +212,13 @@ def run_real(a, command: str) -> int:
     clips = pr.real_clips(Path(a.real), a.min_seconds)
     if a.only:
         clips = [c for c in clips if any(s in c[0] for s in a.only)]
+    can_run_original = Path(a.export_python).exists()
     t0, rows, left_out = time.monotonic(), [], []
     for rel, label, path in clips:
         budget_left = a.original_budget_s is None or time.monotonic() - t0 < a.original_budget_s
         with tempfile.TemporaryDirectory() as tmp:
             row = pr.bench_real_clip(rel, label, path, cache, Path(a.export_python), Path(tmp), timed, env,
-                                     run_original=budget_left)
+                                     run_original=budget_left and can_run_original)
         if row is None:
             left_out.append(rel)
             continue
@@ -254,14 +255,14 @@ def main(argv=None) -> int:
     clips = Path(a.clips)
     if a.make_clips:
         make_clips(clips)
-    if not Path(a.export_python).exists():
-        print(f"error: {a.export_python} not found: create the export environment (see requirements-export.txt)",
-              file=sys.stderr)
-        return 2
     command = "python bench/bench_pipeline.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
                                                   if (argv or sys.argv[1:]) else "")
     if a.real:
         return run_real(a, command)
+    if not Path(a.export_python).exists():
+        print(f"error: {a.export_python} not found: create the export environment (see requirements-export.txt)",
+              file=sys.stderr)
+        return 2
     videos = sorted(v for v in clips.iterdir() if v.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv", ".webm"))
     if a.only:
         videos = [v for v in videos if any(s in v.name for s in a.only)]

@@ -37,11 +37,10 @@ from scripts.run_local import free_port  # noqa: E402
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_s(root_pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``root_pid`` and all its live descendants, plus what their
-    finished children used (as the kernel accounts it)."""
-    children: dict[int, list[int]] = {}
+def proc_stats() -> tuple[dict[int, list[str]], dict[int, list[int]]]:
+    """Every live process's ``/proc/PID/stat`` fields from the state field on, and parent pid → child pids."""
     stats: dict[int, list[str]] = {}
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -53,6 +52,13 @@ def tree_cpu_s(root_pid: int) -> float:
         pid = int(entry)
         stats[pid] = fields
         children.setdefault(int(fields[1]), []).append(pid)
+    return stats, children
+
+
+def tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``root_pid`` and all its live descendants, plus what their
+    finished children used (as the kernel accounts it)."""
+    stats, children = proc_stats()
     total, todo = 0.0, [root_pid]
     while todo:
         pid = todo.pop()

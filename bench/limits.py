@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_scale import get, video_state  # noqa: E402
+from bench.bench_scale import get, proc_stats, video_state  # noqa: E402
 from bench.load_test import Runner  # noqa: E402
 from bench.soak import S3_ENV, Soak, pick_clips, start_s3_server  # noqa: E402
 
@@ -162,16 +162,7 @@ def make_large_upload(out: Path, max_mb: int) -> Path:
 # ------------------------------------------------------------------------------------------------ processes
 def process_table() -> dict[int, list[int]]:
     """Parent pid → child pids, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        children.setdefault(int(raw[raw.rindex(")") + 2:].split()[1]), []).append(int(entry))
-    return children
+    return proc_stats()[1]
 
 
 def tree(root: int, children: dict[int, list[int]]) -> list[int]:

@@ -6,14 +6,16 @@ table of the worst clips, with what each spent.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
+from real_footage import read_labels
+
+from models.hashing import sha256_file
 from models.tracks import PoseExtraction
 from models.video import probe_video
 
@@ -22,20 +24,10 @@ CACHE = ROOT / "bench" / "results" / "original_timings.json"
 WORST = 5
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def real_clips(clip_dir: Path, min_seconds: float) -> list[tuple[str, str, Path]]:
     """(relative path, label, path) of every clip in ``clip_dir/labels.csv`` at least ``min_seconds`` long."""
-    with open(clip_dir / "labels.csv", newline="", encoding="utf-8") as fh:
-        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
     out = []
-    for rel, label in rows:
+    for rel, label in read_labels(clip_dir):
         path = clip_dir / rel
         if path.is_file() and probe_video(path).duration_s >= min_seconds:
             out.append((rel, label, path))
@@ -65,8 +57,6 @@ def bench_real_clip(rel: str, label: str, video: Path, cache: OriginalCache, exp
                     timed, env: dict, run_original: bool) -> dict | None:
     """One clip: the original's timings (cached, or measured once when ``run_original``) and ours (measured now,
     a fresh process). None when the original's are neither cached nor to be measured."""
-    import sys
-
     sha = sha256_file(video)
     orig = cache.get(sha)
     if orig is None:
